@@ -1,0 +1,114 @@
+"""`synth-jax`: one subcommand per stage. Every stage takes --config FILE.py[:ARG] and
+--config.KEY=VALUE overrides, and writes under config.workdir."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from synth_jax.errors import SynthJaxError
+
+# name -> (module:function, one-line help). Imported lazily so `--help` is instant.
+STAGES = {
+    "prompts": ("synth_jax.prompts.stage:prompts", "write prompts.json (templates, LLM+CLIP disambiguation, CD/SD, DSI)"),
+    "generate": ("synth_jax.diffusion.generate:generate", "render prompts with Stable Diffusion into a tfds synthetic dataset"),
+    "invert": ("synth_jax.diffusion.invert:invert", "Dataset Style Inversion: learn one style token for a real dataset"),
+    "filter": ("synth_jax.prompts.filter:filter_dataset", "drop synthetic images that CLIP scores low or misclassifies"),
+    "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged(++), auxbn"),
+    "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),
+    "data": ("synth_jax.data.stage:data", "import a local image folder or CSV as a tfds dataset"),
+    "demo": ("synth_jax.demo:demo", "the whole pipeline on scikit-learn digits with a tiny untrained generator"),
+}
+
+# Stages that run without a config file (their defaults live in code).
+DEFAULT_CONFIGS = {"demo": "synth_jax.demo:get_config"}
+
+
+def _resolve(target: str):
+  module, _, attr = target.partition(":")
+  return getattr(importlib.import_module(module), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="synth-jax",
+      description="Synthetic training data from text-to-image models, for better transfer learning.",
+      epilog="Each stage: synth-jax STAGE --config FILE.py[:ARG] [--config.KEY=VALUE ...]")
+  parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+  sub = parser.add_subparsers(dest="stage", metavar="STAGE", title="stages")
+  for name, (_, help_text) in STAGES.items():
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--config", default=None, metavar="FILE.py[:ARG]",
+                   help="config file (ARG is passed to its get_config)" +
+                   (" [default: built in]" if name in DEFAULT_CONFIGS else ""))
+    p.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    if name == "sweep":
+      p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                     help="a grid axis; repeat for more axes")
+      p.add_argument("--print-only", action="store_true",
+                     help="print one launch line per point instead of running them")
+    if name == "data":
+      p.add_argument("action", nargs="?", default="import", choices=["import"],
+                     help="what to do (import a folder/CSV)")
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  # --config.KEY=VALUE flags are not argparse options: split them off first.
+  overrides = [a for a in argv if a.startswith("--config.")]
+  rest = [a for a in argv if not a.startswith("--config.")]
+  args = parser.parse_args(rest)
+  verbose = args.verbose
+  if args.stage is None:
+    parser.print_help()
+    return 2
+  from synth_jax import runs
+  runs.setup_logging(verbose)
+  try:
+    config = _load(args, overrides)
+    fn = _resolve(STAGES[args.stage][0])
+    if args.stage == "sweep":
+      runs.run_stage("sweep", lambda c: fn(c, args.sweep, print_only=args.print_only), config)
+    else:
+      runs.run_stage(args.stage, fn, config)
+  except runs.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    return 0
+  except SynthJaxError as e:
+    if verbose:
+      traceback.print_exc()
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to resume", file=sys.stderr)
+    return 130
+  return 0
+
+
+def _load(args, overrides):
+  from synth_jax import config as config_lib
+  from synth_jax.errors import ConfigError
+  if args.config:
+    return config_lib.load_config(args.config, overrides)
+  if args.stage in DEFAULT_CONFIGS:
+    config = _resolve(DEFAULT_CONFIGS[args.stage])()
+    for item in overrides:
+      config_lib.apply_override(config, item)
+    return config
+  raise ConfigError(f"synth-jax {args.stage} needs --config FILE.py[:ARG] "
+                    f"(see configs/{args.stage}/ for examples)")
+
+
+def entry() -> None:
+  logging.captureWarnings(True)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  entry()

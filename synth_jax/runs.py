@@ -1,0 +1,88 @@
+"""Run-directory plumbing shared by every stage: lock, resolved config, preemption, progress, logging."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, Iterable, Iterator
+
+from synth_jax import config as config_lib
+from synth_jax import io
+from synth_jax.errors import ConfigError, SynthJaxError
+
+_stop = threading.Event()
+
+
+class Preempted(SynthJaxError):
+  """Raised by a stage after it saved its state because SIGTERM arrived; the CLI exits 0."""
+
+
+def should_stop() -> bool:
+  """True once SIGTERM (preemption) has been received; loops save a checkpoint and raise Preempted."""
+  return _stop.is_set()
+
+
+def request_stop() -> None:
+  _stop.set()
+
+
+@contextlib.contextmanager
+def preemption_handler() -> Iterator[None]:
+  """Turns SIGTERM into `should_stop()` for the duration (main thread only)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  _stop.clear()
+  previous = signal.signal(signal.SIGTERM, lambda *_: _stop.set())
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def workdir(config) -> str:
+  path = config.get("workdir")
+  if not path:
+    raise ConfigError("config.workdir is empty; pass --config.workdir=PATH for the run directory")
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
+  """config -> run dir (locked, config.json written) -> stage function, with SIGTERM handled."""
+  run_dir = workdir(config)
+  with io.run_lock(run_dir), preemption_handler():
+    config_lib.save_config(config, run_dir)
+    if stage != "config":
+      io.write_json(os.path.join(run_dir, f"config.{stage}.json"), config_lib.to_dict(config))
+    return fn(config)
+
+
+def setup_logging(verbose: bool = False) -> None:
+  """absl-style logging with the process index, so multi-host logs can be told apart."""
+  try:
+    import jax
+    index = jax.process_index()
+  except Exception:
+    index = 0
+  fmt = f"%(asctime)s [p{index}] %(levelname)s %(name)s: %(message)s"
+  logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt,
+                      stream=sys.stderr, force=True)
+  for noisy in ("absl", "jax._src", "orbax", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+             unit: str = "it", initial: int = 0, **kw):
+  """A tqdm bar with a rate, shown on process 0 only (others get a silent one)."""
+  from tqdm.auto import tqdm
+  try:
+    import jax
+    main = jax.process_index() == 0
+  except Exception:
+    main = True
+  disable = not main or os.environ.get("SYNTH_JAX_NO_PROGRESS") == "1"
+  return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable,
+              dynamic_ncols=True, mininterval=0.5, **kw)
