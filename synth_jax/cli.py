@@ -87,7 +87,28 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("interrupted; rerun the same command to resume", file=sys.stderr)
     return 130
+  except OSError as e:  # disk full, read-only path, permissions: name the file and the fix
+    if verbose:
+      traceback.print_exc()
+    print(f"error: {_os_error_line(e)}", file=sys.stderr)
+    return 1
+  except Exception as e:  # a bug: keep it one line unless asked
+    if verbose:
+      traceback.print_exc()
+    print(f"error: internal error {type(e).__name__}: {e} (rerun with --verbose for the traceback; "
+          "finished outputs are kept, rerun to resume)", file=sys.stderr)
+    return 1
   return 0
+
+
+def _os_error_line(e: OSError) -> str:
+  import errno
+  where = f" writing {e.filename!r}" if e.filename else ""
+  if e.errno == errno.ENOSPC:
+    return f"disk full{where}; free space or point --config.workdir elsewhere, then rerun to resume"
+  if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    return f"{e.strerror}{where}; pass a writable --config.workdir"
+  return f"{e.strerror or e}{where}; finished outputs are kept, rerun to resume"
 
 
 def _load(args, overrides):
