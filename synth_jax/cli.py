@@ -29,7 +29,12 @@ DEFAULT_CONFIGS = {"demo": "synth_jax.demo:get_config"}
 
 def _resolve(target: str):
   module, _, attr = target.partition(":")
-  return getattr(importlib.import_module(module), attr)
+  try:
+    return getattr(importlib.import_module(module), attr)
+  except ModuleNotFoundError as e:
+    if e.name and module.startswith(e.name):
+      raise SynthJaxError(f"stage {target} is not implemented in this version") from None
+    raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="FILE.py[:ARG]",
                    help="config file (ARG is passed to its get_config)" +
                    (" [default: built in]" if name in DEFAULT_CONFIGS else ""))
-    p.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    p.add_argument("--verbose", action="store_true", dest="verbose_stage",
+                   help="debug logging and full tracebacks")
     if name == "sweep":
       p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                      help="a grid axis; repeat for more axes")
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
   overrides = [a for a in argv if a.startswith("--config.")]
   rest = [a for a in argv if not a.startswith("--config.")]
   args = parser.parse_args(rest)
-  verbose = args.verbose
+  verbose = args.verbose or getattr(args, "verbose_stage", False)
   if args.stage is None:
     parser.print_help()
     return 2
@@ -71,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
   runs.setup_logging(verbose)
   try:
     config = _load(args, overrides)
-    fn = _resolve(STAGES[args.stage][0])
+    target = STAGES[args.stage][0]
     if args.stage == "sweep":
-      runs.run_stage("sweep", lambda c: fn(c, args.sweep, print_only=args.print_only), config)
+      stage_fn = lambda c: _resolve(target)(c, args.sweep, print_only=args.print_only)  # noqa: E731
     else:
-      runs.run_stage(args.stage, fn, config)
+      stage_fn = lambda c: _resolve(target)(c)  # noqa: E731
+    runs.run_stage(args.stage, stage_fn, config)
   except runs.Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
     return 0
