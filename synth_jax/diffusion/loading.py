@@ -1,0 +1,261 @@
+"""Stable Diffusion from a diffusers-layout folder, and back.
+
+`load_pipeline(path)` reads `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/` and
+`scheduler/` (weights as *.safetensors, or *.bin through `torch.load(weights_only=True)`), converts
+PyTorch layouts to our Flax trees strictly (a missing, extra or mis-shaped tensor is a WeightsError
+that names it) and returns numpy params on the host: placing them on devices is the sampler's job.
+`save_pipeline(pipe, path)` writes the same layout, loadable by PyTorch diffusers.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synth_jax import io
+from synth_jax.errors import WeightsError
+from synth_jax.models import clip_text
+from synth_jax.models import weights
+
+LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
+_WEIGHT_NAMES = {  # component -> file stem, in diffusers/transformers naming
+    "unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json")
+
+
+@dataclasses.dataclass
+class StableDiffusion:
+  """A loaded pipeline: Flax modules, numpy params, tokenizer and configs."""
+  unet: Any
+  vae: Any
+  text_encoder: clip_text.CLIPTextModel
+  params: dict  # {'unet', 'vae', 'text_encoder'}: numpy trees on the host
+  tokenizer: Any  # transformers CLIPTokenizer
+  scheduler_config: dict
+  configs: dict  # {'model_index', 'unet', 'vae', 'text_encoder'}: the json dicts as read
+  dtype: Any = jnp.float32
+  tokenizer_files: dict = dataclasses.field(default_factory=dict)  # name -> bytes, as read
+
+  @property
+  def prediction_type(self) -> str:
+    return self.scheduler_config.get("prediction_type", "epsilon")
+
+  @property
+  def vae_scale_factor(self) -> int:
+    return 2 ** (len(self.configs["vae"]["block_out_channels"]) - 1)
+
+  @property
+  def vae_scaling_factor(self) -> float:
+    return float(self.configs["vae"].get("scaling_factor", 0.18215))
+
+  @property
+  def sample_size(self) -> int:
+    """Default image side in pixels (latent sample_size times the VAE factor)."""
+    size = self.configs["unet"].get("sample_size", 64)
+    return (size[0] if isinstance(size, (list, tuple)) else size) * self.vae_scale_factor
+
+  @property
+  def max_length(self) -> int:
+    return min(self.tokenizer.model_max_length, self.text_encoder.max_position_embeddings)
+
+
+def _read_json(path: str, what: str) -> dict:
+  if not os.path.isfile(path):
+    raise WeightsError(f"{path} is missing; a diffusers folder needs {what} there ({LAYOUT})")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError:
+    raise WeightsError(f"{path} is not valid JSON; re-export the pipeline") from None
+
+
+def _find_weights(folder: str, stem: str, variant: str | None) -> list[str]:
+  """The weight file(s) of one component: safetensors first, sharded index files too."""
+  names = [f"{stem}.{variant}" if variant else stem] + ([stem] if variant else [])
+  for name in names:
+    for ext in (".safetensors", ".bin"):
+      path = os.path.join(folder, name + ext)
+      if os.path.isfile(path):
+        return [path]
+      index = path + ".index.json"
+      if os.path.isfile(index):
+        with open(index) as f:
+          shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(folder, s) for s in shards]
+  raise WeightsError(f"no weights in {folder}: expected {names[0]}.safetensors (or .bin, or a "
+                     "sharded .index.json); re-export the pipeline with save_pretrained")
+
+
+def read_component_weights(folder: str, stem: str, variant: str | None = None
+                           ) -> tuple[dict[str, np.ndarray], str]:
+  """All tensors of one component folder, and a description of their source for messages."""
+  files = _find_weights(folder, stem, variant)
+  state: dict[str, np.ndarray] = {}
+  for path in files:
+    state.update(weights.read_tensors(path))
+  return state, files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
+
+
+def _cast(tree, dtype):
+  """Floating leaves to `dtype` (bf16 via ml_dtypes), on the host."""
+  dt = np.dtype(jnp.dtype(dtype))
+  def cast(x):
+    x = np.asarray(x)
+    return x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def _convert(fn, state, config, source):
+  try:
+    return fn(state, config)
+  except WeightsError as e:
+    raise WeightsError(f"{source}: {e}") from None
+
+
+def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> StableDiffusion:
+  """Loads a diffusers Stable Diffusion folder into Flax modules and numpy params."""
+  from synth_jax.diffusion import unet as unet_lib
+  from synth_jax.diffusion import vae as vae_lib
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise WeightsError(f"pipeline folder {path!r} does not exist; pass a diffusers folder ({LAYOUT})")
+  model_index = _read_json(os.path.join(path, "model_index.json"), "the component list")
+  configs = {"model_index": model_index}
+  params = {}
+  for name in ("unet", "vae", "text_encoder"):
+    folder = os.path.join(path, name)
+    configs[name] = _read_json(os.path.join(folder, "config.json"), f"the {name} config")
+    state, source = read_component_weights(folder, _WEIGHT_NAMES[name], variant)
+    if name == "text_encoder":
+      params[name] = clip_text.params_from_hf(state, configs[name], source)
+    else:
+      lib = unet_lib if name == "unet" else vae_lib
+      params[name] = _convert(lib.params_from_diffusers, state, configs[name], source)
+    params[name] = _cast(params[name], dtype)
+  scheduler_config = _read_json(os.path.join(path, "scheduler", "scheduler_config.json"),
+                                "the scheduler config")
+  tokenizer, tokenizer_files = load_tokenizer(os.path.join(path, "tokenizer"))
+  return StableDiffusion(
+      unet=unet_lib.UNet2DConditionModel(configs["unet"], dtype),
+      vae=vae_lib.AutoencoderKL(configs["vae"], dtype),
+      text_encoder=clip_text.CLIPTextModel.from_config(configs["text_encoder"], dtype=dtype),
+      params=params, tokenizer=tokenizer, scheduler_config=scheduler_config, configs=configs,
+      dtype=dtype, tokenizer_files=tokenizer_files)
+
+
+def load_tokenizer(folder: str):
+  """transformers CLIPTokenizer from `folder`, plus the raw files (kept so saving can copy them)."""
+  from transformers import CLIPTokenizer
+  if not (os.path.isfile(os.path.join(folder, "tokenizer.json")) or
+          all(os.path.isfile(os.path.join(folder, f)) for f in ("vocab.json", "merges.txt"))):
+    raise WeightsError(f"tokenizer folder {folder} needs vocab.json + merges.txt (or "
+                       "tokenizer.json); copy the tokenizer/ folder of the pipeline")
+  files = {}
+  for name in _TOKENIZER_FILES:
+    p = os.path.join(folder, name)
+    if os.path.isfile(p):
+      with open(p, "rb") as f:
+        files[name] = f.read()
+  return CLIPTokenizer.from_pretrained(folder), files
+
+
+def _model_index(pipe: StableDiffusion) -> dict:
+  index = {k: v for k, v in pipe.configs.get("model_index", {}).items()}
+  index.setdefault("_class_name", "StableDiffusionPipeline")
+  index.setdefault("_diffusers_version", "0.30.0")
+  index.update({
+      "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+      "text_encoder": ["transformers", "CLIPTextModel"],
+      "tokenizer": ["transformers", "CLIPTokenizer"],
+      "scheduler": ["diffusers", pipe.scheduler_config.get("_class_name", "PNDMScheduler")]})
+  for optional in ("safety_checker", "feature_extractor"):  # we never ship these
+    index[optional] = [None, None]
+  index.setdefault("image_encoder", [None, None])
+  index["requires_safety_checker"] = False
+  return index
+
+
+def _write_tree(pipe: StableDiffusion, out: str) -> None:
+  from synth_jax.diffusion import unet as unet_lib
+  from synth_jax.diffusion import vae as vae_lib
+  io.write_json(os.path.join(out, "model_index.json"), _model_index(pipe))
+  meta = {"format": "pt"}  # transformers refuses safetensors without it
+  for name, lib in (("unet", unet_lib), ("vae", vae_lib)):
+    config = dict(pipe.configs[name])
+    config.setdefault("_class_name", "UNet2DConditionModel" if name == "unet" else "AutoencoderKL")
+    config.setdefault("_diffusers_version", "0.30.0")
+    io.write_json(os.path.join(out, name, "config.json"), config)
+    state = lib.params_to_diffusers(pipe.params[name], pipe.configs[name])
+    weights.write_safetensors(os.path.join(out, name, "diffusion_pytorch_model.safetensors"),
+                              state, meta)
+  te_config = dict(pipe.configs["text_encoder"])
+  te_config["vocab_size"] = int(
+      pipe.params["text_encoder"]["embeddings"]["token_embedding"]["embedding"].shape[0])
+  io.write_json(os.path.join(out, "text_encoder", "config.json"), te_config)
+  weights.write_safetensors(os.path.join(out, "text_encoder", "model.safetensors"),
+                            clip_text.params_to_hf(pipe.params["text_encoder"]), meta)
+  io.write_json(os.path.join(out, "scheduler", "scheduler_config.json"), pipe.scheduler_config)
+  tok_dir = os.path.join(out, "tokenizer")
+  pipe.tokenizer.save_pretrained(tok_dir)
+  # transformers 5 writes only tokenizer.json; older readers (slow CLIPTokenizer) need vocab.json
+  # and merges.txt, so copy the ones we read. Added tokens live in tokenizer_config.json.
+  for name in ("vocab.json", "merges.txt"):
+    if name in pipe.tokenizer_files and not os.path.exists(os.path.join(tok_dir, name)):
+      io.write_bytes(os.path.join(tok_dir, name), pipe.tokenizer_files[name])
+
+
+def save_pipeline(pipe: StableDiffusion, path: str) -> None:
+  """Writes `pipe` as a diffusers folder; readers see the old folder or the complete new one."""
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    _write_tree(pipe, tmp)
+    os.chmod(tmp, 0o755)
+    if os.path.exists(path):  # swap: old aside, new in, old gone
+      old = tmp + ".old"
+      os.replace(path, old)
+      os.replace(tmp, path)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      shutil.rmtree(tmp)
+    raise
+
+
+def load_single_file(checkpoint: str, dtype=jnp.float32, workdir: str | None = None,
+                     **kwargs) -> StableDiffusion:
+  """A single-file SD checkpoint (.safetensors/.ckpt), converted by PyTorch diffusers.
+
+  Needs torch and diffusers (and, for the configs, their bundled defaults); the converted
+  pipeline is saved as a diffusers folder under `workdir` (a temp dir if None) and loaded from
+  there, so the Flax side only ever reads the folder layout.
+  """
+  try:
+    from diffusers import StableDiffusionPipeline
+  except ImportError:
+    raise WeightsError(f"{checkpoint} is a single-file checkpoint; install torch and diffusers "
+                       "to convert it, or pass a diffusers folder") from None
+  if not os.path.isfile(checkpoint):
+    raise WeightsError(f"checkpoint {checkpoint!r} does not exist; check the path")
+  try:
+    pt = StableDiffusionPipeline.from_single_file(checkpoint, load_safety_checker=False, **kwargs)
+  except Exception as e:  # diffusers raises many types for unrecognised checkpoints
+    raise WeightsError(f"diffusers could not convert {checkpoint} ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}); convert it to a diffusers "
+                       "folder first") from None
+  folder = os.path.join(workdir or tempfile.mkdtemp(prefix="synth_jax_sd_"), "pipeline")
+  pt.save_pretrained(folder, safe_serialization=True)
+  return load_pipeline(folder, dtype=dtype)
