@@ -26,8 +26,10 @@ from synth_jax.models import clip_text
 from synth_jax.models import weights
 
 LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
-_WEIGHT_NAMES = {  # component -> file stem, in diffusers/transformers naming
-    "unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+_WEIGHT_NAMES = {  # component -> file stems (safetensors, bin), in diffusers/transformers naming
+    "unet": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+    "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+    "text_encoder": ("model", "pytorch_model")}
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                     "special_tokens_map.json", "added_tokens.json")
 
@@ -78,27 +80,27 @@ def _read_json(path: str, what: str) -> dict:
     raise WeightsError(f"{path} is not valid JSON; re-export the pipeline") from None
 
 
-def _find_weights(folder: str, stem: str, variant: str | None) -> list[str]:
+def _find_weights(folder: str, stems: tuple[str, str], variant: str | None) -> list[str]:
   """The weight file(s) of one component: safetensors first, sharded index files too."""
-  names = [f"{stem}.{variant}" if variant else stem] + ([stem] if variant else [])
+  suffixes = [f".{variant}", ""] if variant else [""]
+  names = [f"{stem}{suffix}{ext}" for suffix in suffixes
+           for stem, ext in zip(stems, (".safetensors", ".bin"))]
   for name in names:
-    for ext in (".safetensors", ".bin"):
-      path = os.path.join(folder, name + ext)
-      if os.path.isfile(path):
-        return [path]
-      index = path + ".index.json"
-      if os.path.isfile(index):
-        with open(index) as f:
-          shards = sorted(set(json.load(f)["weight_map"].values()))
-        return [os.path.join(folder, s) for s in shards]
-  raise WeightsError(f"no weights in {folder}: expected {names[0]}.safetensors (or .bin, or a "
-                     "sharded .index.json); re-export the pipeline with save_pretrained")
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      return [path]
+    if os.path.isfile(path + ".index.json"):  # sharded: the index maps tensors to shard files
+      with open(path + ".index.json") as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+      return [os.path.join(folder, s) for s in shards]
+  raise WeightsError(f"no weights in {folder}: expected {' or '.join(names)} (or a sharded "
+                     ".index.json); re-export the pipeline with save_pretrained")
 
 
-def read_component_weights(folder: str, stem: str, variant: str | None = None
+def read_component_weights(folder: str, component: str, variant: str | None = None
                            ) -> tuple[dict[str, np.ndarray], str]:
-  """All tensors of one component folder, and a description of their source for messages."""
-  files = _find_weights(folder, stem, variant)
+  """All tensors of component `unet`/`vae`/`text_encoder` in `folder`, and their source name."""
+  files = _find_weights(folder, _WEIGHT_NAMES[component], variant)
   state: dict[str, np.ndarray] = {}
   for path in files:
     state.update(weights.read_tensors(path))
@@ -134,7 +136,7 @@ def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> S
   for name in ("unet", "vae", "text_encoder"):
     folder = os.path.join(path, name)
     configs[name] = _read_json(os.path.join(folder, "config.json"), f"the {name} config")
-    state, source = read_component_weights(folder, _WEIGHT_NAMES[name], variant)
+    state, source = read_component_weights(folder, name, variant)
     if name == "text_encoder":
       params[name] = clip_text.params_from_hf(state, configs[name], source)
     else:

@@ -24,7 +24,7 @@ def _ours_text_side(path):
   tokenizer, _ = loading.load_tokenizer(os.path.join(path, "tokenizer"))
   with open(os.path.join(path, "text_encoder", "config.json")) as f:
     config = json.load(f)
-  state, source = loading.read_component_weights(os.path.join(path, "text_encoder"), "model")
+  state, source = loading.read_component_weights(os.path.join(path, "text_encoder"), "text_encoder")
   return tokenizer, clip_text.CLIPTextModel.from_config(config), clip_text.params_from_hf(
       state, config, source)
 
