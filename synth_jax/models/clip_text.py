@@ -119,7 +119,8 @@ class CLIPTextModel(nn.Module):
   Call `(input_ids, attention_mask=None, inputs_embeds=None)`; returns a dict with
   `last_hidden_state` (after the final layer norm), `pooler_output` (the EOS position),
   `hidden_states` (embeddings + every layer's output, before the final norm, like HF) and
-  `text_embeds` when the projection exists.
+  `text_embeds` when the projection exists, and `prompt_embeds`: what diffusers feeds the UNet
+  (the final layer norm applied to the output `clip_skip` layers before the last).
   """
   vocab_size: int = 49408
   hidden_size: int = 512
@@ -155,7 +156,7 @@ class CLIPTextModel(nn.Module):
         projection_dim=config.get("projection_dim", 512) if with_projection else None, dtype=dtype)
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, inputs_embeds=None):
+  def __call__(self, input_ids, attention_mask=None, inputs_embeds=None, clip_skip: int = 0):
     input_ids = jnp.asarray(input_ids)
     x = _Embeddings(self.vocab_size, self.hidden_size, self.max_position_embeddings, self.dtype,
                     name="embeddings")(input_ids, inputs_embeds)
@@ -166,14 +167,16 @@ class CLIPTextModel(nn.Module):
                              self.intermediate_size, self.hidden_act, self.layer_norm_eps,
                              self.dtype, name="encoder")(x, mask)
     x = hidden_states[-1]
-    last = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(x)
+    final_norm = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")
+    last = final_norm(x)
     if self.eos_token_id == 2:
       # Old configs carry a wrong eos id; HF then pools at the highest token id (the EOT token).
       eos_pos = jnp.argmax(input_ids, axis=-1)
     else:
       eos_pos = jnp.argmax((input_ids == self.eos_token_id).astype(jnp.int32), axis=-1)
     pooled = jnp.take_along_axis(last, eos_pos[:, None, None], axis=1)[:, 0]
-    out = {"last_hidden_state": last, "pooler_output": pooled, "hidden_states": hidden_states}
+    out = {"last_hidden_state": last, "pooler_output": pooled, "hidden_states": hidden_states,
+           "prompt_embeds": final_norm(hidden_states[-(clip_skip + 1)]) if clip_skip else last}
     if self.projection_dim is not None:
       out["text_embeds"] = nn.Dense(self.projection_dim, use_bias=False, dtype=self.dtype,
                                     name="text_projection")(pooled)

@@ -79,3 +79,23 @@ def test_loads_a1111_style_file_and_checks_dim(torch_sd, tmp_path):
     ti.add_tokens(tokenizer, new, tokens, vectors)
   with pytest.raises(WeightsError, match=r"needs \(32,\)"):
     ti.add_tokens(tokenizer, new, ["<y>"], [np.ones(16, np.float32)])
+
+
+@pytest.mark.parametrize("clip_skip", [None, 1])
+def test_prompt_embeds_match_diffusers_encode_prompt(torch_sd, clip_skip):
+  import torch
+  path, pt = torch_sd
+  tokenizer, module, params = _ours_text_side(path)
+  prompts = ["a photo of the cat", "a sketch"]
+  ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True,
+                  return_tensors="np").input_ids
+  if clip_skip is None:
+    ref, _ = pt.encode_prompt(prompts, torch.device("cpu"), 1, False)
+  else:
+    # diffusers 0.42's encode_prompt(clip_skip=) reaches for text_encoder.text_model, which
+    # transformers 5 removed; this is its formula, written against the transformers 5 model.
+    with torch.no_grad():
+      hidden = pt.text_encoder(torch.tensor(ids), output_hidden_states=True).hidden_states
+      ref = pt.text_encoder.final_layer_norm(hidden[-(clip_skip + 1)])
+  ours = module.apply({"params": params}, ids, clip_skip=clip_skip or 0)["prompt_embeds"]
+  assert helpers.max_abs(ours, ref.detach().numpy()) <= 1e-4
