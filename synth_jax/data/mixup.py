@@ -1,0 +1,70 @@
+"""Mixup and CutMix as jit-able jnp functions over a batch (run on device, any stream).
+
+  images, targets = mix_batch(rng, batch["image"], batch["label"], num_classes,
+                              mixup_alpha=0.2, cutmix_alpha=1.0, switch_prob=0.5)
+
+`targets` are soft labels f32[B, num_classes] (one-hot labels, or already-soft ones, mixed with
+the same weight as the pixels). Each example is mixed with its partner in a random permutation
+of the batch; one lambda ~ Beta(alpha, alpha) per batch (as timm's default "batch" mode). With
+alpha <= 0 the function is the identity (plus one-hot). CutMix's lambda is corrected to the box
+area actually pasted after clipping, so targets match pixels exactly.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _targets(labels, num_classes):
+  if labels.ndim == 1:
+    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return labels.astype(jnp.float32)
+
+
+def mixup(rng, images, labels, alpha: float, num_classes: int | None = None):
+  """lam * x + (1 - lam) * x[perm], same for targets; returns (images, targets, lam)."""
+  targets = _targets(labels, num_classes)
+  if alpha <= 0:
+    return images, targets, jnp.float32(1.0)
+  k_lam, k_perm = jax.random.split(rng)
+  lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
+  perm = jax.random.permutation(k_perm, images.shape[0])
+  mixed = lam * images + (1 - lam) * images[perm]
+  return mixed.astype(images.dtype), lam * targets + (1 - lam) * targets[perm], lam
+
+
+def cutmix(rng, images, labels, alpha: float, num_classes: int | None = None):
+  """Pastes a box of x[perm] into x (NHWC); targets weighted by the pasted area."""
+  targets = _targets(labels, num_classes)
+  if alpha <= 0:
+    return images, targets, jnp.float32(1.0)
+  k_lam, k_perm, k_y, k_x = jax.random.split(rng, 4)
+  _, h, w, _ = images.shape
+  lam = jax.random.beta(k_lam, alpha, alpha)
+  cut = jnp.sqrt(1.0 - lam)
+  ch, cw = (h * cut).astype(jnp.int32), (w * cut).astype(jnp.int32)
+  cy = jax.random.randint(k_y, (), 0, h)
+  cx = jax.random.randint(k_x, (), 0, w)
+  y0, y1 = jnp.clip(cy - ch // 2, 0, h), jnp.clip(cy + ch // 2, 0, h)
+  x0, x1 = jnp.clip(cx - cw // 2, 0, w), jnp.clip(cx + cw // 2, 0, w)
+  ys = jnp.arange(h)[:, None]
+  xs = jnp.arange(w)[None, :]
+  box = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)  # [H, W]
+  perm = jax.random.permutation(k_perm, images.shape[0])
+  mixed = jnp.where(box[None, :, :, None], images[perm], images)
+  lam = 1.0 - box.sum().astype(jnp.float32) / (h * w)  # the area really kept
+  return mixed, lam * targets + (1 - lam) * targets[perm], lam
+
+
+def mix_batch(rng, images, labels, num_classes: int, mixup_alpha: float = 0.0,
+              cutmix_alpha: float = 0.0, switch_prob: float = 0.5):
+  """Mixup, CutMix, or one of the two per batch (CutMix with probability switch_prob)."""
+  if mixup_alpha > 0 and cutmix_alpha > 0:
+    k_sw, k_mix = jax.random.split(rng)
+    use_cutmix = jax.random.uniform(k_sw) < switch_prob
+    return jax.lax.cond(use_cutmix,
+                        lambda: cutmix(k_mix, images, labels, cutmix_alpha, num_classes)[:2],
+                        lambda: mixup(k_mix, images, labels, mixup_alpha, num_classes)[:2])
+  if cutmix_alpha > 0:
+    return cutmix(rng, images, labels, cutmix_alpha, num_classes)[:2]
+  return mixup(rng, images, labels, mixup_alpha, num_classes)[:2]
