@@ -1,0 +1,160 @@
+"""What ResNet and ViT share: strict loading into a model, head re-initialization, logical axes.
+
+Parameters stay plain arrays (no boxed `nn.Partitioned`), so importers and optimizers see ordinary
+trees; `logical_axes(tree)` names every dimension by rule instead, and `logical_shardings` turns
+those names into NamedShardings on the mesh's `fsdp` axis.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from synth_jax.errors import WeightsError
+from synth_jax.models import weights
+from synth_jax.models.norm import expand_to_domains
+
+HEAD = "params/head/"
+
+
+def abstract_variables(model, image_size: int) -> dict:
+  """ShapeDtypeStructs of every variable collection, without running the init."""
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), x)
+
+
+def load_flat(model, flat: Mapping[str, np.ndarray], source: str, *, image_size: int,
+              keep_head: bool | None = None, rng=None) -> tuple[Any, dict, dict]:
+  """Fills `model`'s variables from `flat` ('params/...' and 'batch_stats/...' keys).
+
+  Plain (C,) tensors are copied to every domain of per-domain norms. The checkpoint's head is kept
+  when `keep_head` is True, or None and its shape fits; otherwise a fresh head is initialized
+  (`reinit_head`). Missing, unexpected or mis-shaped tensors raise WeightsError naming them.
+  Returns (model, params, batch_stats) with batch_stats {} for models without BatchNorm.
+  """
+  target = abstract_variables(model, image_size)
+  tflat = weights.flatten(target)
+  flat = expand_to_domains(dict(flat), tflat)
+  has_head = any(k.startswith(HEAD) for k in tflat)
+  fits = all(k in flat and tuple(flat[k].shape) == tuple(v.shape)
+             for k, v in tflat.items() if k.startswith(HEAD))
+  if not has_head or keep_head is False or (keep_head is None and not fits):
+    flat = {k: v for k, v in flat.items() if not k.startswith(HEAD)}
+    dont_load = (re.escape(HEAD),) if has_head else ()
+  else:
+    dont_load = ()
+  merged = weights.merge_strict(target, flat, source, dont_load=dont_load)
+  params = merged["params"]
+  if dont_load:  # the head leaves are still ShapeDtypeStructs
+    params = reinit_head(params, rng if rng is not None else jax.random.key(0))
+  params = jax.tree.map(jnp.asarray, params)
+  stats = jax.tree.map(jnp.asarray, merged.get("batch_stats", {}))
+  return model, params, stats
+
+
+def reinit_head(params: Mapping, rng, num_classes: int | None = None, zero: bool = False) -> dict:
+  """A new classifier head (bridged transfer's "FC reinit"); everything else is kept.
+
+  Kernel ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) like torch.nn.Linear (or zeros), bias zeros.
+  `num_classes` changes the head's width (then build the model with the same num_classes).
+  """
+  head = params["head"]
+  fan_in = head["kernel"].shape[0]
+  n = num_classes or head["kernel"].shape[1]
+  dtype = head["kernel"].dtype
+  if zero:
+    kernel = jnp.zeros((fan_in, n), dtype)
+  else:
+    lim = 1.0 / np.sqrt(fan_in)
+    kernel = jax.random.uniform(rng, (fan_in, n), jnp.float32, -lim, lim).astype(dtype)
+  out = dict(params)
+  out["head"] = {"kernel": kernel, "bias": jnp.zeros((n,), head["bias"].dtype)}
+  return out
+
+
+# (path regex, ndim) -> logical names. First match wins.
+_RULES = (
+    (r".*head/kernel", 2, ("embed", "classes")),
+    (r".*(Dense_0|fc1)/kernel", 2, ("embed", "mlp")),
+    (r".*(Dense_1|fc2)/kernel", 2, ("mlp", "embed")),
+    (r".*/out/kernel", 3, ("heads", "head_dim", "embed")),
+    (r".*/(query|key|value)/kernel", 3, ("embed", "heads", "head_dim")),
+    (r".*/(query|key|value)/bias", 2, ("heads", "head_dim")),
+    (r".*kernel", 4, ("conv_h", "conv_w", "conv_in", "conv_out")),
+    (r".*pos_embedding", 3, (None, "seq", "embed")),
+    (r".*cls", 3, (None, None, "embed")),
+    (r".*", 2, ("domain", "embed")),  # per-domain norm tables (D, C)
+    (r".*", 1, ("embed",)),
+)
+
+
+def logical_axes(tree: Mapping) -> dict:
+  """A tree of tuples of logical axis names, one per dimension, matching `tree` (params or stats)."""
+  flat = weights.flatten(tree)
+  out = {}
+  for k, v in flat.items():
+    names = tuple([None] * len(v.shape))
+    for pattern, ndim, n in _RULES:
+      if len(v.shape) == ndim and re.fullmatch(pattern, k):
+        names = n
+        break
+    out[k] = names
+  return weights.unflatten(out)
+
+
+# Logical names that may be split over "fsdp", in order of preference.
+FSDP_PREFERENCE = ("mlp", "conv_out", "embed", "classes", "heads")
+
+
+def logical_shardings(tree: Mapping, mesh, min_size: int = 2**14) -> dict:
+  """NamedShardings: each large tensor split on "fsdp" along its preferred divisible logical dim."""
+  axes = weights.flatten(logical_axes(tree))
+  flat = weights.flatten(tree)
+  n = mesh.shape["fsdp"]
+  out = {}
+  for k, v in flat.items():
+    spec = [None] * len(v.shape)
+    if n > 1 and int(np.prod(v.shape)) >= min_size:
+      for name in FSDP_PREFERENCE:
+        dims = [i for i, a in enumerate(axes[k]) if a == name and v.shape[i] % n == 0]
+        if dims:
+          spec[dims[0]] = "fsdp"
+          break
+    out[k] = NamedSharding(mesh, P(*spec))
+  return weights.unflatten(out)
+
+
+def resample_posemb(pos: np.ndarray, grid: tuple[int, int], num_prefix: int = 1) -> np.ndarray:
+  """(1, prefix + h*w, D) -> (1, prefix + H*W, D): the grid part resized bilinearly (no antialias,
+  = torch F.interpolate(mode="bilinear", align_corners=False)), the class-token part kept."""
+  pos = np.asarray(pos, np.float32)
+  prefix, tokens = pos[:, :num_prefix], pos[:, num_prefix:]
+  old = int(round(np.sqrt(tokens.shape[1])))
+  if old * old != tokens.shape[1]:
+    raise WeightsError(f"position embedding with {tokens.shape[1]} grid tokens is not square; "
+                               "cannot resample it")
+  if (old, old) == tuple(grid):
+    return pos
+  g = tokens.reshape(old, old, -1)
+  g = jax.image.resize(g, (*grid, g.shape[-1]), method="bilinear", antialias=False)
+  return np.concatenate([prefix, np.asarray(g).reshape(1, grid[0] * grid[1], -1)], axis=1)
+
+
+def vit_image_size(model, pos_tokens: int, image_size: int | None) -> int:
+  """The image size a ViT is built for: given, or what the checkpoint's position embedding implies."""
+  patch = model.dims()[4]
+  if image_size:
+    return int(image_size)
+  return int(round(np.sqrt(pos_tokens - 1))) * patch
+
+
+def fit_posemb(flat: dict, key: str, model, image_size: int) -> dict:
+  patch = model.dims()[4]
+  if key in flat:
+    flat = dict(flat)
+    flat[key] = resample_posemb(flat[key], (image_size // patch, image_size // patch))
+  return flat

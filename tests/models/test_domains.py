@@ -1,0 +1,90 @@
+"""Per-domain BatchNorm: separate statistics, static split == per-example ids, eval is read-only."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from synth_jax.errors import ConfigError
+from synth_jax.models import DomainBatchNorm, resnet, weights
+from tests.models.helpers import images
+
+TINY = resnet.ResNetVariant("basic:1,1,1,1")
+
+
+def _bn(d=2, sep=False):
+  m = DomainBatchNorm(num_domains=d, separate_affine=sep)
+  v = m.init(jax.random.key(0), jnp.zeros((4, 3, 3, 5)))
+  return m, v
+
+
+def _train(m, v, x, domain):
+  y, upd = m.apply(v, x, train=True, domain=domain, mutable=["batch_stats"])
+  return y, {**v, **upd}
+
+
+def test_real_after_synthetic_equals_real_only():
+  m, v0 = _bn()
+  real = np.random.default_rng(1).standard_normal((4, 3, 3, 5)).astype(np.float32)
+  syn = 3 + 2 * np.random.default_rng(2).standard_normal((4, 3, 3, 5)).astype(np.float32)
+  for spec_syn, spec_real in ((1, 0), ((0, 4), (4, 0)), (jnp.ones(4, jnp.int32), jnp.zeros(4, jnp.int32))):
+    _, v_a = _train(m, v0, syn, spec_syn)
+    _, v_a = _train(m, v_a, real, spec_real)
+    _, v_b = _train(m, v0, real, spec_real)
+    np.testing.assert_array_equal(v_a["batch_stats"]["mean"][0], v_b["batch_stats"]["mean"][0])
+    np.testing.assert_array_equal(v_a["batch_stats"]["var"][0], v_b["batch_stats"]["var"][0])
+    assert not np.allclose(v_a["batch_stats"]["mean"][1], 0)  # the synthetic row moved
+
+
+def test_split_equals_ids_and_separate_halves():
+  m, v0 = _bn(sep=True)
+  v0 = jax.tree.map(lambda a: a + jax.random.uniform(jax.random.key(3), a.shape), v0)
+  x = np.random.default_rng(0).standard_normal((6, 3, 3, 5)).astype(np.float32)
+  y_split, v_split = _train(m, v0, x, (2, 4))
+  ids = jnp.array([0, 0, 1, 1, 1, 1])
+  y_ids, v_ids = _train(m, v0, x, ids)
+  np.testing.assert_allclose(y_split, y_ids, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), v_split, v_ids)
+  # each half is normalized with its own statistics, as two plain BNs would do
+  y0, _ = _train(m, v0, x[:2], 0)
+  y1, _ = _train(m, v0, x[2:], 1)
+  np.testing.assert_allclose(y_split, np.concatenate([y0, y1]), atol=1e-5)
+
+
+def test_eval_leaves_stats_unchanged_and_uses_domain0():
+  model, params, stats = TINY.init(jax.random.key(0), num_classes=3, domains=("real", "synthetic"), image_size=32)
+  stats = jax.tree.map(lambda a: a.at[1].add(1.0), stats)  # make the domains differ
+  v = {"params": params, "batch_stats": stats}
+  x = images(2, 32)
+  _, upd = model.apply(v, x, mutable=["batch_stats"])
+  jax.tree.map(np.testing.assert_array_equal, upd["batch_stats"], stats)
+  l_default, _ = model.apply(v, x)
+  l_real, _ = model.apply(v, x, domain=0)
+  l_syn, _ = model.apply(v, x, domain=1)
+  np.testing.assert_array_equal(l_default, l_real)
+  assert not np.allclose(l_real, l_syn)
+
+
+def test_one_domain_is_the_plain_tree_and_plain_ckpt_fills_every_domain(tmp_path):
+  import torch
+  import torchvision
+  m1, p1, s1 = TINY.init(jax.random.key(0), num_classes=3, image_size=32)
+  shapes = {k: v.shape for k, v in weights.flatten({"p": p1, "s": s1}).items()}
+  assert shapes["p/bn1/scale"] == (64,) and shapes["s/bn1/mean"] == (64,)
+  tm = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=3)
+  sd = tm.state_dict()
+  with torch.no_grad():
+    sd["bn1.running_mean"].copy_(torch.arange(64.0))
+  path = str(tmp_path / "plain.pth")
+  torch.save(sd, path)
+  _, p2, s2 = TINY.from_torchvision(path, num_classes=3, domains=("real", "synthetic"), separate_affine=True)
+  assert s2["bn1"]["mean"].shape == (2, 64) and p2["bn1"]["scale"].shape == (2, 64)
+  np.testing.assert_array_equal(s2["bn1"]["mean"][0], np.arange(64.0))
+  np.testing.assert_array_equal(s2["bn1"]["mean"][1], np.arange(64.0))
+
+
+def test_bad_domain_specs_are_config_errors():
+  m, v = _bn()
+  x = jnp.zeros((4, 3, 3, 5))
+  for bad in ((1, 2), 5, jnp.zeros((3,), jnp.int32)):
+    with pytest.raises(ConfigError):
+      m.apply(v, x, train=True, domain=bad, mutable=["batch_stats"])
