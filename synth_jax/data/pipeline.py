@@ -241,8 +241,11 @@ def make_eval_dataset(split, batch_size: int, *, augment: AugmentConfig | Mappin
   All processes yield the same number of batches (needed for multi-host jit); the union of the
   masked-in rows over processes is each example exactly once.
   """
-  stream = Stream(split.split if isinstance(split, Stream) else split, indices=indices,
-                  label_map=label_map)
+  if isinstance(split, Stream):  # its subset and label map, unless given here
+    indices = split.indices if indices is None else indices
+    label_map = split.label_map if label_map is None else label_map
+    split = split.split
+  stream = Stream(split, indices=indices, label_map=label_map)
   cfg = _augment_config(augment, resolution)
   p, count = _process(process_index, process_count)
   host_batch = _host_batch(batch_size, count)
