@@ -85,7 +85,8 @@ def open_split(dataset: str, split: str, data_dir: str | None = None,
                       f"dataset_info.json) nor a tfds name under data_dir={data_dir!r} "
                       f"({type(e).__name__}); pass the directory the import/generate stage "
                       "wrote, or a prepared tfds name") from None
-  if split not in builder.info.splits:
+  simple = [s.split("[")[0] for s in split.split("+")]  # "train+validation", "train[:10%]"
+  if any(s not in builder.info.splits for s in simple):
     raise DataError(f"split {split!r} not in {builder.info.full_name} (has "
                     f"{sorted(builder.info.splits)}); pass one of those")
   if "image" not in builder.info.features:
