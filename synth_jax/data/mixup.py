@@ -3,7 +3,8 @@
   images, targets = mix_batch(rng, batch["image"], batch["label"], num_classes,
                               mixup_alpha=0.2, cutmix_alpha=1.0, switch_prob=0.5)
 
-`targets` are soft labels f32[B, num_classes] (one-hot labels, or already-soft ones, mixed with
+`normalize_images(uint8 batch)` is the on-device normalization for pipelines run with
+`augment={"uint8": True}`. `targets` are soft labels f32[B, num_classes] (one-hot labels, or already-soft ones, mixed with
 the same weight as the pixels). Each example is mixed with its partner in a random permutation
 of the batch; one lambda ~ Beta(alpha, alpha) per batch (as timm's default "batch" mode). With
 alpha <= 0 the function is the identity (plus one-hot). CutMix's lambda is corrected to the box
@@ -13,6 +14,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def normalize_images(images, dtype=jnp.float32):
+  """uint8 NHWC (pipeline with augment uint8=True) -> ImageNet-normalized `dtype`, on device."""
+  mean = jnp.array([0.485, 0.456, 0.406], jnp.float32) * 255
+  std = jnp.array([0.229, 0.224, 0.225], jnp.float32) * 255
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
 def _targets(labels, num_classes):

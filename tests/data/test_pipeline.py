@@ -137,3 +137,13 @@ def test_worker_processes_give_the_same_stream_and_restore(train):
   np.testing.assert_array_equal(next(it2)["image"], ref[2]["image"])
   it.close()
   it2.close()
+
+
+def test_uint8_output_normalized_on_device_matches_host(train):
+  from synth_jax.data import mixup
+  host = _take(pipeline.make_train_dataset(train, 8, seed=0, resolution=16, **ONE), 1)[0]
+  raw = _take(pipeline.make_train_dataset(train, 8, seed=0, resolution=16, augment={"uint8": True},
+                                          **ONE), 1)[0]
+  assert raw["image"].dtype == np.uint8
+  np.testing.assert_allclose(np.asarray(mixup.normalize_images(raw["image"])), host["image"],
+                             atol=1e-5)
