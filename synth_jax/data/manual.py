@@ -107,7 +107,7 @@ PARSERS: dict[str, Callable] = {"cars": parse_cars, "aircraft": parse_aircraft, 
 
 
 def prepare(name: str, manual_dir: str, data_dir: str, encoding: str = "jpeg",
-            shard_size: int = 1000) -> str:
+            shard_size: int = 1000, resize_shorter: int = 0) -> str:
   """Parses `manual_dir` and writes <data_dir>/<name>/1.0.0 (resumable); returns that dir."""
   from synth_jax.data import folder
   if name not in PARSERS:
@@ -121,5 +121,5 @@ def prepare(name: str, manual_dir: str, data_dir: str, encoding: str = "jpeg",
     raise DataError(f"image {missing[0]!r} listed in the annotations is missing; unpack every "
                     f"image archive of {name} under {manual_dir!r}")
   report = folder.import_images(splits, names, data_dir, name, encoding=encoding,
-                                shard_size=shard_size)
+                                shard_size=shard_size, resize_shorter=resize_shorter)
   return report.dataset_dir

@@ -5,7 +5,8 @@
 
 config.data: source (folder or .csv), name (tfds name, lower_snake_case), data_dir (default
 <workdir>/tfds), encoding ("jpeg"/"png"), test_fraction (0 = keep the folder's own splits; else a
-seeded stratified train/test split of "train"), seed, shard_size, csv_root (for relative CSV
+seeded stratified train/test split of "train"), seed, shard_size, resize_shorter (0 = keep
+sizes; e.g. 256 stores images with shorter side <= 256 for faster 224 px training), csv_root (for relative CSV
 paths). Writes <data_dir>/<name>/1.0.0/ and <workdir>/data_import.json (dataset dir, counts,
 skipped files). Rerunning resumes: complete shards are kept.
 """
@@ -45,7 +46,8 @@ def data(config) -> str:
     splits.update(folder.stratified_split(splits.pop("train", []), test_fraction,
                                           int(cfg.get("seed", 0))))
   report = folder.import_images(splits, names, data_dir, name, encoding=cfg.get("encoding", "jpeg"),
-                                shard_size=int(cfg.get("shard_size", 1000)))
+                                shard_size=int(cfg.get("shard_size", 1000)),
+                                resize_shorter=int(cfg.get("resize_shorter", 0) or 0))
   io.write_json(os.path.join(workdir, "data_import.json"),
                 {"dataset_dir": report.dataset_dir, "classes": names, "counts": report.counts,
                  "skipped_corrupt": report.corrupt})

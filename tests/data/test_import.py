@@ -89,3 +89,15 @@ def test_bad_sources_name_the_fix(tmp_path):
   rc = cli.main(["data", "import", "--config", "configs/data/import.py",
                  f"--config.workdir={tmp_path / 'w'}"])
   assert rc == 2
+
+
+def test_resize_shorter_downscales_large_images(tmp_path):
+  os.makedirs(tmp_path / "f" / "a")
+  Image.new("RGB", (300, 200), (10, 200, 10)).save(tmp_path / "f" / "a" / "big.jpg")
+  Image.new("RGB", (50, 40), (10, 200, 10)).save(tmp_path / "f" / "a" / "small.jpg")
+  splits, names = folder.scan_folder(str(tmp_path / "f"))
+  report = folder.import_images(splits, names, str(tmp_path / "tfds"), "sized", resize_shorter=64)
+  split = sources.open_split(report.dataset_dir, "train")
+  sizes = sorted(Image.open(__import__("io").BytesIO(split.source[i]["image"])).size
+                 for i in range(2))
+  assert sizes == [(50, 40), (96, 64)]

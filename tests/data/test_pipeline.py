@@ -147,3 +147,20 @@ def test_uint8_output_normalized_on_device_matches_host(train):
   assert raw["image"].dtype == np.uint8
   np.testing.assert_allclose(np.asarray(mixup.normalize_images(raw["image"])), host["image"],
                              atol=1e-5)
+
+
+def test_iterator_state_saved_with_orbax_continues_exactly(train, tmp_path):
+  import grain
+  import orbax.checkpoint as ocp
+  ds = pipeline.make_train_dataset(train, 8, seed=0, resolution=8, **ONE)
+  it = iter(ds)
+  for _ in range(2):
+    next(it)
+  with ocp.CheckpointManager(str(tmp_path / "ckpt")) as mngr:
+    mngr.save(2, args=ocp.args.Composite(ds=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+  expected = next(it)
+  fresh = iter(pipeline.make_train_dataset(train, 8, seed=0, resolution=8, **ONE))
+  with ocp.CheckpointManager(str(tmp_path / "ckpt")) as mngr:
+    mngr.restore(2, args=ocp.args.Composite(ds=grain.checkpoint.CheckpointRestore(fresh)))
+  np.testing.assert_array_equal(next(fresh)["image"], expected["image"])
