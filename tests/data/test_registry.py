@@ -117,3 +117,14 @@ def test_registry_names_and_errors(tmp_path):
     registry.load("aircraft", data_dir=str(tmp_path))
   with pytest.raises(DataError, match="cars_meta.mat"):
     registry.load("cars", data_dir=str(tmp_path), manual_dir=str(tmp_path))
+
+
+def test_tfds_builders_through_registry_and_pipeline(tmp_path):
+  import tensorflow_datasets as tfds
+  from synth_jax.data import pipeline
+  with tfds.testing.mock_data(num_examples=6):
+    split = registry.load("dtd", registry.get("dtd").train_split, data_dir=str(tmp_path))
+    assert len(split.class_names) == registry.get("dtd").num_classes == 47
+    batch = next(iter(pipeline.make_train_dataset(split, 4, seed=0, resolution=8,
+                                                  process_index=0, process_count=1)))
+  assert batch["image"].shape == (4, 8, 8, 3) and (batch["label"] < 47).all()
