@@ -102,8 +102,8 @@ def test_bf16_compute_keeps_fp32_params_and_stats():
   model, params, stats = resnet.ResNetVariant("basic:1,1,1,1").init(jax.random.key(0), num_classes=5, image_size=32,
                                                                     dtype=jnp.bfloat16)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-  (logits, out), upd = model.apply({"params": params, "batch_stats": stats}, images(2, 32), train=True,
-                                   mutable=["batch_stats"])
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+  (logits, out), upd = fwd({"params": params, "batch_stats": stats}, images(2, 32))
   assert out["stage4"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
   assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(upd))
   assert np.all(np.isfinite(np.asarray(logits)))
