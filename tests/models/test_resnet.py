@@ -107,3 +107,21 @@ def test_bf16_compute_keeps_fp32_params_and_stats():
   assert out["stage4"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
   assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(upd))
   assert np.all(np.isfinite(np.asarray(logits)))
+
+
+@pytest.mark.slow
+def test_full_resnet50_matches_torchvision(tmp_path):
+  import torch
+  import torchvision
+  torch.manual_seed(0)
+  tm = randomize_bn(torchvision.models.resnet50(num_classes=10)).eval()
+  path = str(tmp_path / "r50.safetensors")
+  weights.write_safetensors(path, {k: v.numpy() for k, v in tm.state_dict().items()})
+  model, params, stats = resnet.resnet50.from_torchvision(path, num_classes=10, domains=("real", "synthetic"))
+  x = images(2, 32)
+  logits, _ = jax.jit(model.apply)({"params": params, "batch_stats": stats}, x)
+  with torch.no_grad():
+    ref = tm(torch_nhwc(x)).numpy()
+  diff = float(np.max(np.abs(np.asarray(logits) - ref)))
+  print(f"resnet50 (2 domains, eval) max abs diff {diff:.2e}")
+  assert diff <= 1e-4

@@ -104,3 +104,14 @@ def test_per_domain_layernorm_and_bad_checkpoint(tmp_path):
   torch.save(sd, path)
   with pytest.raises(WeightsError, match="encoderblock_1/MultiHeadDotProductAttention_0/query/bias"):
     vit.ViTVariant("S/16").from_timm(path, num_classes=10, **TINY)
+
+
+@pytest.mark.slow
+def test_vit_b16_shapes_match_timm_augreg_layout(tmp_path):
+  import timm
+  tm = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10)
+  path = str(tmp_path / "b16.safetensors")
+  weights.write_safetensors(path, {k: v.numpy() for k, v in tm.state_dict().items()})
+  model, params, _ = vit.vit_b16.from_timm(path, num_classes=10)  # strict: every tensor mapped and shaped
+  assert params["pos_embedding"].shape == (1, 197, 768)
+  assert len(params["Transformer"]) == 13  # 12 blocks + encoder_norm
