@@ -6,7 +6,8 @@
 
 The nine downstream datasets of the bridged-transfer paper that facts.md names (aircraft,
 caltech101, cars, dtd, dogs, flowers, food101, pets, sun397; the paper's tenth is NOT FOUND in
-any source), plus cifar10, cifar100 and imagenet as extra names. Datasets tfds cannot fetch
+any source), plus cifar10, cifar100, imagenet and digits (scikit-learn's, written locally by
+synth_jax.data.digits; no download) as extra names. Datasets tfds cannot fetch
 (aircraft: no tfds builder; cars: tfds's `cars196` download is dead) use synth_jax.data.manual
 with the user's downloaded files in `manual_dir`; pets has a manual builder too, used when
 `manual_dir` is given. tfds datasets are prepared with file_format="array_record" (grain needs
@@ -52,6 +53,8 @@ _SPECS = [
     DatasetSpec("cifar100", "cifar100", "train", "test", 100, False, "extra"),
     DatasetSpec("imagenet", "imagenet2012", "train", "validation", 1000, False,
                 "extra; tfds needs the ILSVRC2012 tars in manual_dir"),
+    DatasetSpec("digits", None, "train", "test", 10, False,
+                "extra, for demos and tests: scikit-learn digits, written locally"),
 ]
 REGISTRY = {s.name: s for s in _SPECS}
 
@@ -69,6 +72,9 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str | No
   """Makes `name` readable with random access; returns the dataset dir for manual builds."""
   spec = get(name)
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  if name == "digits":
+    from synth_jax.data import digits
+    return digits.write_digits(data_dir)
   if spec.manual and (spec.tfds_name is None or manual_dir):
     if not manual_dir:
       raise DataError(f"dataset {name!r} must be built from manually downloaded files; pass "

@@ -20,7 +20,10 @@ A shard is written under a temp name, renamed into place (`{name}-{split}.array_
 {i:05d}-of-{n:05d}`) and recorded (size + sha256) in the dataset dir's manifest.json, so it is
 either complete or absent; `write_shard` skips a shard that is already complete, which makes
 rerunning an interrupted job resume. Different processes may write different shards; per-shard
-lengths are read back from the files at `finalize`, so no shared counter is needed.
+lengths are read back from the files at `finalize`, so no shared counter is needed. Call
+`finalize` once (process 0) after every shard is written. manifest.json is rewritten whole by
+each `record_file`, so processes writing shards into one directory at the same moment can drop
+each other's entries; such a shard is rewritten on the next run, and `finalize` refuses unrecorded shards.
 """
 from __future__ import annotations
 
@@ -203,7 +206,11 @@ class DatasetWriter:
     for split in splits:
       _, files = self._split_shards(split)
       lengths, nbytes = [], 0
+      recorded = io.read_manifest(self.dataset_dir)
       for filename in files:
+        if filename not in recorded:
+          raise DataError(f"shard {filename} in {self.dataset_dir} is not in manifest.json "
+                          "(interrupted or concurrent write); rerun the job to rewrite it")
         io.verify_file(self.dataset_dir, filename)
         path = os.path.join(self.dataset_dir, filename)
         reader = ArrayRecordReader(path)

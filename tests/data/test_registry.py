@@ -111,6 +111,8 @@ def test_registry_names_and_errors(tmp_path):
   paper = ["aircraft", "caltech101", "cars", "dtd", "dogs", "flowers", "food101", "pets", "sun397"]
   assert all(registry.get(n).num_classes > 1 for n in paper + ["cifar10", "cifar100", "imagenet"])
   assert registry.get("cars").tfds_name is None and registry.get("aircraft").manual
+  digits = registry.load("digits", "test", data_dir=str(tmp_path / "d"))
+  assert len(digits.class_names) == 10 and len(digits) == 359
   with pytest.raises(DataError, match="did you mean cars"):
     registry.get("carz")
   with pytest.raises(DataError, match="manual_dir"):

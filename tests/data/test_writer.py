@@ -80,6 +80,11 @@ def test_complete_shard_is_skipped_and_truncation_detected(tmp_path):
     w.finalize(["train"])
   w.write_shard("train", 1, 2, _examples(4, 3, 1))  # rewritten
   w.finalize(["train"])
+  manifest = io.read_manifest(w.dataset_dir)
+  del manifest[name]  # e.g. lost to a concurrent writer
+  io.write_json(os.path.join(w.dataset_dir, io.MANIFEST), manifest)
+  with pytest.raises(DataError, match="not in manifest.json"):
+    w.finalize(["train"])
 
 
 def test_missing_shard_is_named(tmp_path):
