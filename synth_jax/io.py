@@ -14,6 +14,7 @@ import socket
 import tempfile
 from typing import Any, Iterator
 
+from synth_jax import faults
 from synth_jax.errors import IntegrityError, RunDirError
 
 MANIFEST = "manifest.json"  # {filename: {"size": int, "sha256": str}} beside the files it covers
@@ -30,6 +31,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
       yield f
       f.flush()
       os.fsync(f.fileno())
+    faults.point("atomic_write")  # tests kill here: complete temp file, not yet renamed
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
