@@ -1,0 +1,91 @@
+"""Model, optimizer and train state for one training stage.
+
+  model, params, stats = build_model(config, num_classes, domains)
+  tx = make_optimizer(config, stage_cfg, total_steps)
+  state = TrainState.create(params, stats, tx)
+
+Weight decay applies to leaves named `kernel` only (conv/dense weights), never to BatchNorm
+scale/bias, biases or embeddings: the usual fine-tuning recipe (Goyal et al.; timm's no_weight_decay).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from synth_jax.errors import ConfigError
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a train step changes; checkpointed as one pytree."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @classmethod
+  def create(cls, params, batch_stats, tx) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+               opt_state=tx.init(params))
+
+
+def build_model(config, num_classes: int, domains=("real",)):
+  """config.model (+ config.init weights) -> (model, params, batch_stats)."""
+  from synth_jax import models
+  kw = {"dtype": jnp.bfloat16} if config.bf16 else {}
+  name = config.model
+  if name.startswith("resnet:"):  # custom stage sizes, e.g. resnet:basic:1,1,1,1 (tests, smoke)
+    variant = models.ResNetVariant(name[len("resnet:"):])
+  elif hasattr(models, name) and isinstance(getattr(models, name),
+                                             (models.ResNetVariant, models.ViTVariant)):
+    variant = getattr(models, name)
+  else:
+    raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_s16, "
+                      "vit_b16, vit_b32, vit_l16 or resnet:basic:1,1,1,1")
+  if not config.init:
+    rng = jax.random.fold_in(jax.random.key(config.seed), 12345)
+    return variant.init(rng, num_classes=num_classes, domains=domains,
+                        image_size=config.augment.resolution, **kw)
+  loaders = {"torchvision": "from_torchvision", "timm": "from_timm", "hf": "from_hf",
+             "big_vision": "from_big_vision"}
+  loader = getattr(variant, loaders.get(config.init_format, "?"), None)
+  if loader is None:
+    raise ConfigError(f"config.init_format={config.init_format!r} is not available for "
+                      f"{name}; use one of {sorted(loaders)} that the model supports")
+  # The pretrained head has the wrong width: a fresh one (keep_head=False) of num_classes.
+  return loader(config.init, num_classes=num_classes, domains=domains, keep_head=False, **kw)
+
+
+def decay_mask(params) -> Any:
+  """True for leaves that get weight decay: kernels only."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def schedule(stage_cfg, total_steps: int, batch_scale: float = 1.0) -> optax.Schedule:
+  """Linear warmup to lr then cosine to 0 over `total_steps` optimizer updates."""
+  peak = float(stage_cfg.lr) * batch_scale
+  warmup = int(round(stage_cfg.warmup_fraction * total_steps))
+  if warmup >= total_steps:
+    return optax.constant_schedule(peak)
+  return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), 0.0)
+
+
+def make_optimizer(config, stage_cfg, total_steps: int) -> optax.GradientTransformation:
+  """SGD+momentum or AdamW with warmup+cosine, decay on kernels only, optional accumulation."""
+  k = max(1, int(config.grad_accum))
+  sched = schedule(stage_cfg, max(1, total_steps // k))
+  if config.optimizer == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
+                     optax.sgd(sched, momentum=config.momentum or None))
+  elif config.optimizer == "adamw":
+    tx = optax.adamw(sched, weight_decay=config.weight_decay, mask=decay_mask)
+  else:
+    raise ConfigError(f"config.optimizer={config.optimizer!r} is unknown; use sgd or adamw")
+  if k > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=k)
+  return tx

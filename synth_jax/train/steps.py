@@ -1,0 +1,86 @@
+"""The jitted train and eval steps (one program each; the batch lives on the mesh's batch axes).
+
+  train_step = make_train_step(model, tx, num_classes, mixup_alpha=0.2, domain=None, ...)
+  state, metrics = train_step(state, batch, rng)     # state is donated
+  eval_step = make_eval_step(model, num_classes)
+  out = eval_step(state.params, state.batch_stats, batch)  # per-example top-1/top-5 hits
+
+Per-step randomness (Mixup, dropout) is `fold_in(rng, step)` from a per-stage key, so a resumed run
+draws exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from synth_jax.data import mixup as mixup_lib
+from synth_jax.train.state import TrainState
+
+
+def _images(batch, dtype):
+  images = batch["image"]
+  if images.dtype == jnp.uint8:  # pipeline ran with augment uint8=True: normalize on device
+    return mixup_lib.normalize_images(images, dtype)
+  return images.astype(dtype)
+
+
+def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
+                    cutmix_alpha: float = 0.0, label_smoothing: float = 0.0,
+                    domain: Any = None, dtype=jnp.float32):
+  """A jitted (state, batch, rng) -> (state, metrics) with the state donated.
+
+  Args:
+    domain: the model's BN routing (None, an int, or static (n_real, n_syn) split sizes).
+    mixup_alpha/cutmix_alpha: > 0 turns the regularizer on (soft targets).
+  """
+  def step(state: TrainState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    images = _images(batch, dtype)
+    labels = batch["label"]
+    if mixup_alpha > 0 or cutmix_alpha > 0:
+      images, targets = mixup_lib.mix_batch(rng, images, labels, num_classes, mixup_alpha,
+                                            cutmix_alpha)
+    else:
+      targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    if label_smoothing:
+      targets = optax.smooth_labels(targets, label_smoothing)
+
+    def loss_fn(params):
+      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                         images, train=True, domain=domain,
+                                         mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+      return loss, (logits, updates.get("batch_stats", state.batch_stats))
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                        opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+               "grad_norm": optax.global_norm(grads)}
+    return new, metrics
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None):
+  """A jitted (params, batch_stats, batch) -> per-example {top1, top5, label, mask}.
+
+  Evaluation uses domain 0 ("real") statistics unless told otherwise (AuxBN evaluates on real).
+  """
+  k = min(5, num_classes)
+
+  def step(params, batch_stats, batch):
+    logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
+                            _images(batch, dtype), train=False, domain=domain)
+    labels = batch["label"]
+    top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
+    return {"top1": top[:, 0] == labels, "top5": jnp.any(top == labels[:, None], -1),
+            "label": labels, "mask": batch["mask"],
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, labels)}
+
+  return jax.jit(step)
