@@ -1,68 +1,99 @@
-"""Base training config: every method, any model and dataset, few-shot and seeds.
+"""Training config for `synth-jax train` / `synth-jax sweep`: one trainer, methods as configs.
 
-  synth-jax train --config configs/train/base.py:method=bridged++,dataset=cars,model=resnet18 \
-      --config.data.synthetic=runs/cars_syn/dataset --config.workdir=runs/cars_bridged
-  synth-jax train --config configs/train/base.py:smoke --config.workdir=/tmp/smoke   # digits, tiny
+    synth-jax train --config configs/train/base.py:method=bridged++,dataset=/data/cars/1.0.0,\
+synthetic=/runs/gen/cars_syn/1.0.0,model=resnet18 --config.workdir=/runs/train/cars_bpp
+    synth-jax train --config configs/train/base.py:smoke --config.workdir=/tmp/t   # digits, CPU
 
-Arg keys: method (vanilla | mix | synthetic_only | bridged | bridged_plain | bridged_fc | bridged++ |
-auxbn), model, dataset (registry name or directory), synthetic (dataset dir), shots (-1 = all),
-volume (synthetic per class, -1 = all), seed, smoke (digits-sized everything, seconds on a CPU).
+Methods (facts.md 1.5, 1.6; paper B for auxbn):
+  vanilla         real only.
+  mix             real + synthetic in one stream; `mix_ratio` = synthetic fraction of each batch.
+  synthetic_only  synthetic only.
+  bridged         stage 1 synthetic, stage 2 real; head kept, no Mixup (the paper's plain row).
+  bridged_fc      + FC re-initialisation before stage 2 (paper ablation row "+ FC Reinit").
+  bridged++       + FC re-initialisation + Mixup in stage 1 (paper: "+ FC Reinit & Mixup").
+  auxbn           joint training on paired real/synthetic batches, per-domain BatchNorm, eval on
+                  the real statistics (Yu et al.; the split follows AdvProp, facts.md 2.4).
+Stage 2 never uses Mixup unless `stage2.mixup_alpha` is set. `reinit_head=None` means "the method's
+default"; True/False forces it. Single-stage methods use `stage2`'s optimisation settings.
 
-Which defaults are sourced: Li et al. fine-tune the whole ImageNet-pretrained network, stage 1 on
-synthetic then stage 2 on real, with FC reinit and stage-1 Mixup for Bridged++ (facts.md 1.5). The
-paper gives NO optimizer, learning rates, schedules, epochs, batch size, weight decay, resolution
-or Mixup alpha: every number below is OURS (a standard fine-tuning recipe: SGD momentum 0.9,
-cosine, 224 px, Mixup alpha 0.2 in stage 1). AuxBN's equal real/synthetic halves and real-BN
-evaluation follow AdvProp's MixBatchNorm (facts.md 2.4), not a sourced detail of Yu et al.
+OUR defaults (the papers give no optimizer, schedule, epochs, batch size or Mixup alpha; facts.md
+1.5 "NOT FOUND"): SGD momentum 0.9, lr 0.01, cosine with 5% warmup, weight decay 5e-4 on kernels
+only, label smoothing 0.1, Mixup alpha 0.2 (bridged++ stage 1), 224 px, batch 256.
 """
-from synth_jax.config import ConfigDict, parse_arg
+import ml_collections
+
+from synth_jax.config import parse_arg
 
 
-def stage(**kw):
-  s = ConfigDict(dict(
-      optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,  # ours
-      weight_decay=1e-4, schedule="cosine", warmup_steps=None, warmup_percent=5.0, end_lr_factor=0.0,
-      label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, grad_clip=0.0, grad_accum=1,
-      batch_size=64, train_steps=None, train_epochs=None, train_examples=None))
-  s.update(kw)
+def _stage(steps=None, epochs=None, lr=0.01, mixup_alpha=None):
+  s = ml_collections.ConfigDict()
+  s.steps = steps              # exactly one of steps / epochs / examples (config.steps_from)
+  s.epochs = epochs
+  s.examples = None
+  s.lr = lr                    # peak learning rate
+  s.warmup_fraction = 0.05
+  s.mixup_alpha = ml_collections.FieldReference(mixup_alpha, field_type=float)  # None = method's
+  s.cutmix_alpha = 0.0
   return s
 
 
 def get_config(arg=None):
-  a = parse_arg(arg, method="bridged++", model="resnet18", dataset="digits", synthetic="", shots=-1,
-                volume=-1, seed=0, smoke=False, init="")
-  c = ConfigDict()
+  """`arg`: 'method=...,model=...,dataset=...,synthetic=...,shots=...,seed=...,smoke'."""
+  a = parse_arg(arg, method="vanilla", model="resnet18", dataset="", synthetic="", shots=-1,
+                seed=0, smoke=False, init="", image_size=224, batch_size=256, mix_ratio=0.5,
+                volume=-1)
+  c = ml_collections.ConfigDict()
   c.workdir = ""
   c.method = a.method
   c.seed = a.seed
-  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.model = ConfigDict(dict(name=a.model, init=a.init, source="torchvision", dtype="float32",
-                            zero_init_residual=False))
-  c.data = ConfigDict(dict(
-      real=a.dataset, data_dir="~/tensorflow_datasets", manual_dir="", train_split="", eval_split="",
-      synthetic=a.synthetic, shots=a.shots, volume=a.volume, resolution=224,
-      augment=ConfigDict(dict(flip=True, min_scale=0.08, color_jitter=0.0, randaugment_ops=0, uint8=True,
-                              crop_pct=0.875)),
-      workers=0, threads=8, prefetch=64))
-  # stage1: synthetic stage of the bridged methods (Mixup on: Bridged++). stage2: the final stage on
-  # the target data (the only stage of vanilla / mix / synthetic_only / auxbn). Epochs are ours.
-  c.stage1 = stage(lr=0.01, mixup_alpha=0.2, train_epochs=10)
-  c.stage2 = stage(lr=0.01, mixup_alpha=0.0, train_epochs=30)
-  c.mix_ratio = 0.5                                  # synthetic fraction of the mixed stream (ours)
-  c.auxbn = ConfigDict(dict(synthetic_fraction=0.5))  # AdvProp's equal halves (facts.md 2.4)
+  # Data.
+  c.dataset = a.dataset          # real dataset dir, or a registry name (digits, cars, ...)
+  c.data_dir = ""                # registry data_dir ('' = ~/tensorflow_datasets)
+  c.train_split = "train"
+  c.test_split = "test"
+  c.synthetic = a.synthetic      # synthetic dataset dir written by `synth-jax generate`
+  c.volume = a.volume            # synthetic images per class to use (-1 = all)
+  c.shots = a.shots              # k real images per class (-1 = all)
+  c.mix_ratio = a.mix_ratio      # mix: synthetic fraction of each batch
+  c.auxbn_synthetic_fraction = 0.5
+  c.batch_size = a.batch_size
   c.eval_batch_size = 256
-  c.log_every_steps = 50
-  c.eval_every_steps = 0                             # 0: evaluate at the end only
-  c.checkpoint_every_steps = 500
+  c.workers = 0                  # grain worker processes
+  c.augment = ml_collections.ConfigDict(dict(resolution=a.image_size, flip=True, min_scale=0.08,
+                                             uint8=True))
+  # Model.
+  c.model = a.model              # resnet18..152, vit_s16/b16/b32/l16, or resnet:basic:1,1,1,1
+  c.init = a.init                # pretrained weights file/folder ('' = random init)
+  c.init_format = "torchvision"  # torchvision | timm | hf | big_vision
+  c.bf16 = False                 # bfloat16 compute (params, BN stats and loss stay float32)
+  c.fsdp = False                 # shard large params over the mesh's fsdp axis
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Optimisation.
+  c.optimizer = "sgd"            # sgd | adamw
+  c.momentum = 0.9
+  c.weight_decay = 5e-4
+  c.label_smoothing = 0.1
+  c.grad_accum = 1               # optax.MultiSteps micro-batches per update
+  c.reinit_head = ml_collections.FieldReference(None, field_type=bool)
+  c.stage1 = _stage(epochs=10)
+  c.stage2 = _stage(epochs=30)
+  # Bookkeeping.
+  c.log_every = 50
+  c.eval_every = 0               # 0 = at the end of each stage only
+  c.checkpoint_every = 500
   c.keep_checkpoints = 2
-  c.async_checkpoints = True
-  if a.smoke:  # digits at 32 px, a one-block-per-stage ResNet, a few hundred steps on a CPU
-    c.model.name = "resnet:basic:1,1,1,1" if a.model == "resnet18" else a.model
-    c.data.resolution = 32
-    c.data.augment.update(flip=False, min_scale=0.6)
-    c.stage1.update(batch_size=64, train_epochs=None, train_steps=60, lr=0.05, warmup_percent=10.0)
-    c.stage2.update(batch_size=64, train_epochs=None, train_steps=200, lr=0.05, warmup_percent=10.0)
-    c.eval_batch_size = 512
-    c.log_every_steps = 10
-    c.checkpoint_every_steps = 100
+  c.tensorboard = True
+  if a.smoke:  # digits at 32 px on CPU: a tiny ResNet
+    c.dataset = c.dataset or "digits"
+    c.model = "resnet:basic:1,1,1,1"
+    c.augment.resolution = 32
+    c.augment.min_scale = 0.6
+    c.augment.flip = False
+    c.batch_size = 64
+    c.eval_batch_size = 128
+    c.stage1 = _stage(steps=100, lr=0.1)
+    c.stage2 = _stage(steps=300, lr=0.1)
+    c.log_every = 25
+    c.checkpoint_every = 100
+    c.tensorboard = False
   return c

@@ -112,10 +112,14 @@ class StageRun:
   evaluate: Callable | None = None   # state -> metrics dict
 
 
-def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorder,
-                   put_batch: Callable | None = None):
+def put_train_batch(batch, mesh, step: int):
+  """Host batch -> global arrays on the batch axes (a module function so tests can inject faults)."""
+  del step
+  return sharding.shard_batch(batch, mesh)
+
+
+def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorder):
   """Trains `state` from its step to `run.steps`; returns the final state (checkpointed)."""
-  put_batch = put_batch or (lambda b, step: sharding.shard_batch(b, mesh))
   start = int(state.step)
   meta = lambda s, done: {"stage": run.index, "stage_name": run.name, "stage_step": s,  # noqa: E731
                           "stage_done": done}
@@ -125,7 +129,7 @@ def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorde
   try:
     for step in range(start + 1, run.steps + 1):
       faults.point("train_step")
-      batch = put_batch(next(iterator), step)
+      batch = put_train_batch(next(iterator), mesh, step)
       state, metrics = run.train_step(state, batch, run.rng)
       if pending is not None:  # check the previous step's loss: keeps one step in flight
         _check(pending, step - 1, run, mngr)

@@ -1,225 +1,221 @@
-"""`synth-jax train`: one trainer for every method, in big_vision's section order.
+"""`synth-jax train`: methods as stage plans over one trainer (see configs/train/base.py).
 
-  results = train(config)      # dict, also <workdir>/results.json
+  results = train(config)   # under config.workdir: checkpoints/, metrics.jsonl, results.json
 
-Sections: mesh -> data -> model -> per stage (optimizer -> state, sharded from eval_shape ->
-one jitted train step with donated state -> loop with eval, metrics, checkpoints, SIGTERM) ->
-final evaluation -> results.json. A rerun resumes from the newest checkpoint (across the stage
-boundary too); a finished run (results.json present) is a no-op.
+A method is a list of stages (`plan(config)`); each stage has its data (real / synthetic / mix /
+paired), its optimizer (config.stage1 or config.stage2), its Mixup setting and whether the head is
+re-initialised before it. A rerun resumes from the latest checkpoint, across stage boundaries; a
+finished run (results.json present) is a no-op.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import config as config_lib
-from synth_jax import faults, io, runs, sharding
-from synth_jax.errors import ConfigError, TrainingError
-from synth_jax.train import checkpoint, evaluate, methods, metrics, model as model_lib, optim
-from synth_jax.train import steps as steps_lib
-from synth_jax.train.data import eval_dataset, open_data, paired_split, train_dataset
+from synth_jax import io, runs, sharding
+from synth_jax.config import ConfigDict, steps_from, to_dict
+from synth_jax.errors import ConfigError
+from synth_jax.train import loop, state as state_lib, steps as steps_lib
 
 log = logging.getLogger(__name__)
+METHODS = ("vanilla", "mix", "synthetic_only", "bridged", "bridged_fc", "bridged++", "auxbn")
+MIXUP_DEFAULT = 0.2  # ours: the paper's Mixup alpha is NOT FOUND (facts.md 1.5)
 
 
-def stage_step_config(config, plan: methods.StagePlan, num_classes: int, micro_batch: int) -> steps_lib.StepConfig:
-  """The static step hyperparameters of one stage (Mixup only where the method allows it)."""
-  s = config[plan.name]
-  split = None
-  if plan.source == "paired":
-    split = paired_split(config, micro_batch)
-  return steps_lib.StepConfig(
-      num_classes=num_classes,
-      mixup_alpha=float(s.get("mixup_alpha", 0.0)) if plan.mixup else 0.0,
-      cutmix_alpha=float(s.get("cutmix_alpha", 0.0)) if plan.mixup else 0.0,
-      label_smoothing=float(s.get("label_smoothing", 0.0)),
-      domain_split=split if jax.process_count() == 1 else None,
-      domain_from_batch=plan.source == "paired" and jax.process_count() > 1,
-      compute_dtype=model_lib.compute_dtype(config.model),
-      accum=int(s.get("grad_accum", 1)))
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+  name: str          # data: "real" | "synthetic" | "mix" | "paired"
+  cfg_key: str       # "stage1" | "stage2"
+  mixup_alpha: float
+  reinit_head: bool  # re-initialise the classifier before this stage
 
 
-def stage_steps(config, plan: methods.StagePlan, data) -> int:
-  s = config[plan.name]
-  return config_lib.steps_from(s, "train", examples_per_epoch=data.size(plan.source),
-                               batch_size=int(s.batch_size))
+def plan(config) -> list[StageSpec]:
+  """The method's stages with their Mixup and head-reinit settings resolved."""
+  m = config.method
+  if m not in METHODS:
+    raise ConfigError(f"config.method={m!r} is unknown; use one of {', '.join(METHODS)}")
+
+  def alpha(key, default):
+    a = config[key].mixup_alpha
+    return float(default if a is None else a)
+
+  if m in ("vanilla", "mix", "synthetic_only", "auxbn"):
+    data = {"vanilla": "real", "mix": "mix", "synthetic_only": "synthetic", "auxbn": "paired"}[m]
+    return [StageSpec(data, "stage2", alpha("stage2", 0.0), False)]
+  reinit = m in ("bridged_fc", "bridged++") if config.reinit_head is None else bool(config.reinit_head)
+  stage1_alpha = alpha("stage1", MIXUP_DEFAULT if m == "bridged++" else 0.0)
+  return [StageSpec("synthetic", "stage1", stage1_alpha, False),
+          StageSpec("real", "stage2", alpha("stage2", 0.0), reinit)]
 
 
-def _micro_batch(config, plan, mesh) -> int:
-  s = config[plan.name]
-  accum = int(s.get("grad_accum", 1))
-  if int(s.batch_size) % accum:
-    raise ConfigError(f"{plan.name}.batch_size={s.batch_size} is not a multiple of grad_accum={accum}")
-  micro = int(s.batch_size) // accum
-  sharding.check_batch(mesh, micro, f"{plan.name}.batch_size / grad_accum")
-  return micro
+def _open(config, split: str):
+  from synth_jax.data import registry, sources
+  ds = config.dataset
+  if not ds:
+    raise ConfigError("config.dataset is empty; pass a dataset directory or a registry name")
+  if os.path.isdir(os.path.expanduser(ds)):
+    return sources.open_split(ds, split)
+  return registry.load(ds, split, data_dir=config.data_dir or "~/tensorflow_datasets")
 
 
-class _Run:
-  """What every stage shares: config, mesh, data, model, checkpoints, writer, eval."""
-
-  def __init__(self, config, mesh, data, model, mngr, writer, hooks):
-    self.config, self.mesh, self.data, self.model = config, mesh, data, model
-    self.mngr, self.writer, self.hooks = mngr, writer, hooks or {}
-    dp = sharding.data_parallel_size(mesh)
-    self.eval_batch = -(-int(config.eval_batch_size) // dp) * dp
-    self.eval_fn = evaluate.make_eval_fn(model, data.num_classes, model_lib.compute_dtype(config.model))
-    self.fsdp = mesh.shape["fsdp"] > 1
-
-  def evaluate(self, state, step: int, prefix: str = "eval") -> dict:
-    res = evaluate.evaluate(self.eval_fn, state, eval_dataset(self.config, self.data, self.eval_batch),
-                            self.mesh, self.data.class_names)
-    self.writer.write_scalars(step, {f"{prefix}/top1": res["top1"], f"{prefix}/top5": res["top5"],
-                                     f"{prefix}/loss": res["loss"]})
-    log.info("step %d %s top-1 %.4f top-5 %.4f", step, prefix, res["top1"], res["top5"])
-    return res
-
-  def check_finite(self, state, plan, offset: int, accum: int) -> None:
-    bad = int(jax.device_get(state.bad_step))
-    if bad >= 0:
-      self.mngr.wait_until_finished()
-      good = self.mngr.latest_step()
-      raise TrainingError(
-          f"non-finite loss at step {offset + bad // accum + 1} ({plan.name} micro-step {bad}); "
-          f"last good checkpoint: step {good}; lower {plan.name}.lr or set {plan.name}.grad_clip, then rerun")
-
-  def save(self, step, state, it, plan, index, stage_step, done) -> None:
-    meta = {"stage_index": index, "stage": plan.name, "stage_step": stage_step, "done": done,
-            "method": self.config.method}
-    checkpoint.save(self.mngr, step, state, it, meta)
+def open_data(config, needs_synthetic: bool):
+  """(real train Stream, synthetic Stream | None, test Split)."""
+  from synth_jax.data import pipeline, sources, synthetic
+  real = _open(config, config.train_split)
+  test = _open(config, config.test_split)
+  idx = None
+  if config.shots and config.shots > 0:
+    idx = sources.few_shot_indices(real.labels(), config.shots, config.seed,
+                                   num_classes=len(real.class_names))
+  real_stream = pipeline.Stream(real, indices=idx)
+  syn = None
+  if needs_synthetic:
+    if not config.synthetic:
+      raise ConfigError(f"method {config.method!r} needs synthetic images; pass "
+                        "--config.synthetic=DIR (the generate stage's dataset)")
+    syn = synthetic.open_synthetic(config.synthetic, real.class_names)
+    if config.volume and config.volume > 0:
+      syn = dataclasses.replace(syn, indices=sources.few_shot_indices(
+          syn.split.labels(), config.volume, config.seed))
+  return real_stream, syn, test
 
 
-def _train_stage(run: _Run, index: int, plan, state, it, tx, schedule, hp, num_steps: int, offset: int):
-  """The loop of one stage: steps, logging, eval every N, checkpoint every N and on SIGTERM."""
-  config = run.config
-  step_fn = jax.jit(functools.partial(steps_lib.train_step, model=run.model, tx=tx, schedule=schedule, hp=hp),
-                    donate_argnums=(0,))
-  rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), index)
-  accum, micro_batch = hp.accum, int(config[plan.name].batch_size) // hp.accum
-  micro = int(jax.device_get(state.step))
-  total = num_steps * accum
-  log_every, eval_every = int(config.log_every_steps), int(config.eval_every_steps)
-  ckpt_every = int(config.checkpoint_every_steps)
-  bar = runs.progress(total=total * micro_batch, initial=micro * micro_batch, unit="img", unit_scale=True,
-                      desc=f"{config.method} {plan.name}")
-  while micro < total:
-    faults.point(f"train_{plan.name}")
-    batch = sharding.shard_batch(next(it), run.mesh)
-    state, m = step_fn(state, batch, rng)
-    micro += 1
-    bar.update(micro_batch)
-    if micro % accum:
-      continue
-    upd = micro // accum
-    g = offset + upd
-    if upd % log_every == 0 or upd == num_steps:
-      run.check_finite(state, plan, offset, accum)
-      run.writer.write_scalars(g, {f"train/{k}": v for k, v in jax.device_get(m).items()})
-      bar.set_postfix(loss=f"{float(m['loss']):.3f}")
-    if eval_every and upd % eval_every == 0 and upd != num_steps:
-      run.evaluate(state, g)
-    stop = runs.should_stop()
-    if (ckpt_every and upd % ckpt_every == 0 and upd != num_steps) or stop:
-      run.check_finite(state, plan, offset, accum)
-      run.save(g, state, it, plan, index, upd, False)
-    if stop:
-      run.mngr.wait_until_finished()
-      bar.close()
-      raise runs.Preempted(f"SIGTERM: checkpoint saved at step {g}; rerun the same command to resume")
-  bar.close()
-  run.check_finite(state, plan, offset, accum)
-  run.save(offset + num_steps, state, it, plan, index, num_steps, True)
-  return state
+def stage_dataset(config, spec: StageSpec, index: int, real, syn):
+  """(grain IterDataset, examples per epoch) for one stage."""
+  from synth_jax.data import pipeline
+  seed = int(config.seed) * 1000 + index
+  kw = dict(augment=config.augment.to_dict(), workers=config.workers)
+  bs = config.batch_size
+  if spec.name == "real":
+    return pipeline.make_train_dataset(real, bs, seed, **kw), _size(real)
+  if spec.name == "synthetic":
+    return pipeline.make_train_dataset(syn, bs, seed, **kw), _size(syn)
+  if spec.name == "mix":
+    r = float(config.mix_ratio)
+    if not 0.0 <= r <= 1.0:
+      raise ConfigError(f"config.mix_ratio={r} must be in [0, 1] (synthetic fraction)")
+    return pipeline.make_train_dataset([real, syn], bs, seed, weights=[1 - r, r], **kw), _size(real)
+  n_real, n_syn = _domain(config)
+  return pipeline.make_paired_dataset(real, syn, n_real, n_syn, seed, **kw), _size(real)
 
 
-def train(config, hooks: dict | None = None) -> dict:
-  """Trains `config.method`; returns (and writes) the results dict.
+def _size(stream) -> int:
+  return len(stream.indices) if stream.indices is not None else len(stream.split)
 
-  hooks (tests): {"stage_start"/"stage_end": fn(stage_name, state, step_config)}.
-  """
+
+def train(config: ConfigDict) -> dict:
+  """Runs (or resumes) every stage of config.method; returns and writes results.json."""
+  from synth_jax.data import pipeline
   workdir = runs.workdir(config)
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
-    log.info("%s exists: this run is finished", results_path)
+    log.info("%s exists: training already finished", results_path)
     with open(results_path) as f:
       return json.load(f)
-  method = methods.get_method(str(config.method))
-  hooks = hooks or {}
-  # ---- mesh
-  mesh = sharding.make_mesh(config.get("mesh"))
-  # ---- data
-  data = open_data(config, method.needs_synthetic)
-  # ---- model
-  model = model_lib.build_model(config.model, data.num_classes, method.domains)
-  res = int(config.data.resolution)
-  abstract_vars = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, res, res, 3), np.float32))
-  # ---- checkpoints and metrics
-  mngr = checkpoint.manager(workdir, keep=config.get("keep_checkpoints", 2),
-                            asynchronous=bool(config.get("async_checkpoints", True)))
-  resume_step, meta = checkpoint.latest(mngr)
-  if meta is not None and meta.get("method") != config.method:
-    raise TrainingError(f"{workdir} holds checkpoints of method {meta.get('method')!r}, not {config.method!r}; "
-                        "use another --config.workdir")
-  writer = metrics.make_writer(workdir, resume_step)
-  run = _Run(config, mesh, data, model, mngr, writer, hooks)
-  params = stats = state = None
-  offset, stage_steps_done = 0, {}
-  for index, plan in enumerate(method.stages):
-    num_steps = stage_steps(config, plan, data)
-    stage_steps_done[plan.name] = num_steps
-    if meta is not None and meta["stage_index"] > index:  # finished before the restart
-      offset += num_steps
+  stages = plan(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(mesh, config.batch_size)
+  sharding.check_batch(mesh, config.eval_batch_size, "eval_batch_size")
+  real, syn, test = open_data(config, any(s.name != "real" for s in stages))
+  num_classes = len(real.split.class_names)
+  domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
+  model, params, stats = state_lib.build_model(config, num_classes, domains)
+  dtype = jnp.bfloat16 if config.bf16 else jnp.float32
+  datasets = [stage_dataset(config, s, i, real, syn) for i, s in enumerate(stages)]
+  counts = [steps_from(ConfigDict({f"s_{k}": config[s.cfg_key][k]
+                                   for k in ("steps", "epochs", "examples")}),
+                       "s", examples_per_epoch=n, batch_size=config.batch_size)
+            for s, (_, n) in zip(stages, datasets)]
+  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+  eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
+                                       augment=config.augment.to_dict(), workers=config.workers)
+  eval_step = steps_lib.make_eval_step(model, num_classes, dtype)
+  evaluate = lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes)  # noqa: E731
+  shardings = _param_shardings(config, params, mesh)
+  params = jax.device_put(params, shardings)
+  stats = jax.device_put(stats, sharding.replicated(mesh))
+  mngr = loop.checkpoint_manager(workdir, config.keep_checkpoints)
+  recorder = loop.Recorder(workdir, config.tensorboard)
+  seed_key = jax.random.key(config.seed)
+
+  # Where to start: the latest checkpoint's stage (a finished stage -> the next one).
+  first, resume_step, meta = 0, None, None
+  latest = mngr.latest_step()
+  if latest is not None:
+    meta = loop.read_meta(mngr, latest)
+    first, resume_step = int(meta["stage"]), latest
+    log.info("resuming from checkpoint %d (stage %d, step %d, done=%s)", latest, first,
+             meta["stage_step"], meta["stage_done"])
+  per_stage, state, ev = [], None, None
+  for i, spec in enumerate(stages):
+    if i < first:
       continue
-    micro_batch = _micro_batch(config, plan, mesh)
-    hp = stage_step_config(config, plan, data.num_classes, micro_batch)
-    tx, schedule = optim.make_optimizer(config[plan.name], num_steps)
-    it = iter(train_dataset(config, data, plan.source, micro_batch, index))
-    build = lambda p, b, tx=tx: steps_lib.new_state(p, b, tx)  # noqa: E731
-    abstract = jax.eval_shape(build, abstract_vars["params"], abstract_vars.get("batch_stats", {}))
-    shardings = steps_lib.state_shardings(abstract, mesh, run.fsdp)
-    if meta is not None and meta["stage_index"] == index:  # ---- resume inside (or at the end of) this stage
-      done = bool(meta["done"])
-      state = checkpoint.restore(mngr, resume_step, checkpoint.abstract_with_shardings(abstract, shardings),
-                                 None if done else it)
-      log.info("resumed %s at step %d (%s)", plan.name, resume_step, "done" if done else "running")
-      meta = None
-      if done:
-        offset += num_steps
-        params, stats = state.params, state.batch_stats
-        continue
-    else:  # ---- fresh stage: from the previous stage's weights (or the pretrained ones)
-      if params is None:
-        _, params, stats = model_lib.load_model(config.model, data.num_classes, method.domains, res,
-                                                jax.random.PRNGKey(int(config.seed)))
-      if plan.reinit_head_before:
-        from synth_jax.models import reinit_head
-        params = reinit_head(params, jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 7001 + index))
-      state = jax.jit(build, out_shardings=shardings)(params, stats)
-    if "stage_start" in hooks:
-      hooks["stage_start"](plan.name, state, hp)
-    state = _train_stage(run, index, plan, state, it, tx, schedule, hp, num_steps, offset)
-    if "stage_end" in hooks:
-      hooks["stage_end"](plan.name, state, hp)
+    tx = state_lib.make_optimizer(config, config[spec.cfg_key], counts[i])
+    iterator = iter(datasets[i][0])
+    if state is None:
+      state = state_lib.TrainState.create(params, stats, tx)
+      if resume_step is not None:
+        state = loop.restore(mngr, resume_step, state, None if meta["stage_done"] else iterator)
+        if meta["stage_done"]:  # that stage finished: the next one starts from its weights
+          params, stats, state = state.params, state.batch_stats, None
+          continue
+    if int(state.step) == 0 and spec.reinit_head:
+      head_rng = jax.random.fold_in(jax.random.fold_in(seed_key, i), 2)
+      state = state.replace(params=jax.device_put(_reinit(state.params, head_rng), shardings))
+    run = loop.StageRun(
+        index=i, name=spec.name, steps=counts[i], offset=offsets[i], batch_size=config.batch_size,
+        train_step=steps_lib.make_train_step(
+            model, tx, num_classes, mixup_alpha=spec.mixup_alpha,
+            cutmix_alpha=float(config[spec.cfg_key].cutmix_alpha),
+            label_smoothing=config.label_smoothing, dtype=dtype,
+            domain=_domain(config) if spec.name == "paired" else None),
+        rng=jax.random.fold_in(jax.random.fold_in(seed_key, i), 1), log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every, eval_every=config.eval_every,
+        evaluate=lambda s: {f"eval/{k}": v for k, v in evaluate(s.params, s.batch_stats).items()
+                            if k != "per_class"})
+    state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
+    ev = evaluate(state.params, state.batch_stats)
+    recorder.write(offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
+    log.info("stage %d (%s): top-1 %.4f top-5 %.4f", i, spec.name, ev["top1"], ev["top5"])
+    per_stage.append({"stage": i, "data": spec.name, "steps": counts[i],
+                      "mixup_alpha": spec.mixup_alpha, "reinit_head": spec.reinit_head,
+                      **{k: ev[k] for k in ("top1", "top5", "mean_per_class")}})
     params, stats = state.params, state.batch_stats
-    offset += num_steps
-  mngr.wait_until_finished()
-  # ---- final evaluation and results
-  final = run.evaluate(state, offset)
-  results = {
-      "method": str(config.method), "dataset": os.path.basename(os.path.normpath(str(config.data.real))),
-      "seed": int(config.seed), "shots": int(config.data.get("shots", -1)),
-      "volume": int(config.data.get("volume", -1)), "model": str(config.model.name),
-      "top1": final["top1"], "top5": final["top5"], "eval_loss": final["loss"],
-      "num_eval_examples": final["num_examples"], "per_class_accuracy": final["per_class_accuracy"],
-      "steps": stage_steps_done, "config": config_lib.to_dict(config),
-  }
-  writer.flush()
+    if i + 1 < len(stages):  # the next stage: these weights, a fresh optimizer
+      tx_next = state_lib.make_optimizer(config, config[stages[i + 1].cfg_key], counts[i + 1])
+      state = state_lib.TrainState.create(params, stats, tx_next)
+  if ev is None:  # resumed from the last stage's final checkpoint: only the evaluation is left
+    ev = evaluate(params, stats)
   mngr.close()
-  if jax.process_index() == 0:
-    io.write_json(results_path, results)
+  results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
+             "shots": config.shots, "volume": config.volume, "model": config.model,
+             "num_classes": num_classes, "steps": counts, "stages": per_stage,
+             "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
+             "per_class": dict(zip(real.split.class_names, ev["per_class"])),
+             "config": to_dict(config)}
+  io.write_json(results_path, results)
   return results
+
+
+def _domain(config) -> tuple[int, int]:
+  n_syn = int(round(config.batch_size * config.auxbn_synthetic_fraction))
+  return (config.batch_size - n_syn, n_syn)
+
+
+def _reinit(params, rng):
+  from synth_jax import models
+  return models.reinit_head(params, rng)
+
+
+def _param_shardings(config, params, mesh):
+  if config.fsdp:
+    from synth_jax import models
+    return models.logical_shardings(params, mesh)
+  return jax.tree.map(lambda _: sharding.replicated(mesh), params)

@@ -1,0 +1,126 @@
+"""`synth-jax sweep`: a grid of train runs, one work directory per point, then a report.
+
+  synth-jax sweep --config configs/train/base.py:smoke --config.workdir=runs/grid \
+      --sweep "method=vanilla,mix,bridged++" --sweep "data.volume=10,50" --sweep "seed=0,1,2"
+  synth-jax sweep --config configs/paper/li_table_main.py --config.workdir=runs/t1 --print-only
+
+Axes are `key=v1,v2,...` (dotted keys allowed, values typed like `--config.KEY=VALUE`); without
+--sweep the config's own `sweep_axes` (a tuple of such strings, set by configs/paper/*) are used.
+Points run sequentially under `<workdir>/points/<key=value,...>/`; a point whose results.json
+exists is skipped, so a rerun after a crash or preemption continues where it stopped. With
+--print-only each point's config is written as JSON and one launch line per point is printed
+(for a pod: run the lines anywhere, then rerun the sweep to collect). At the end the sweep writes
+`<workdir>/results.json` (every point), `results.md` (mean ± std over seeds per cell, paper numbers
+beside them when the config has `paper_numbers`) and `accuracy.png`.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import os
+import re
+import shlex
+from typing import Callable, Sequence
+
+from synth_jax import config as config_lib
+from synth_jax import io, runs
+from synth_jax.errors import ConfigError, SynthJaxError, TrainingError
+
+log = logging.getLogger(__name__)
+FROM_JSON = os.path.join("configs", "train", "from_json.py")
+
+
+def parse_axes(sweeps: Sequence[str]) -> list[tuple[str, list[str]]]:
+  """["method=a,b", "seed=0,1"] -> [("method", ["a", "b"]), ("seed", ["0", "1"])]."""
+  axes, seen = [], set()
+  for item in sweeps:
+    key, eq, values = str(item).partition("=")
+    key = key.strip().removeprefix("--").removeprefix("config.")
+    vals = [v.strip() for v in values.split(",") if v.strip()]
+    if not eq or not key or not vals:
+      raise ConfigError(f"sweep axis {item!r} is not KEY=V1,V2,...; e.g. --sweep \"seed=0,1,2\"")
+    if key in seen:
+      raise ConfigError(f"sweep axis {key!r} is given twice; merge its values into one --sweep")
+    seen.add(key)
+    axes.append((key, vals))
+  return axes
+
+
+def point_name(point: Sequence[tuple[str, str]]) -> str:
+  """A directory name for a point: 'method=mix,seed=1' with unsafe characters replaced."""
+  return re.sub(r"[^A-Za-z0-9=,.+_-]", "_", ",".join(f"{k}={v}" for k, v in point))
+
+
+def points(config, axes) -> list[tuple[tuple[tuple[str, str], ...], config_lib.ConfigDict]]:
+  """Every grid point with its config (overrides applied, workdir set); bad keys fail up front."""
+  root = runs.workdir(config)
+  out = []
+  for values in itertools.product(*[v for _, v in axes]):
+    point = tuple(zip([k for k, _ in axes], values))
+    cfg = copy.deepcopy(config)
+    for k, v in point:
+      config_lib.apply_override(cfg, f"{k}={v}")
+    cfg.workdir = os.path.join(root, "points", point_name(point))
+    out.append((point, cfg))
+  return out
+
+
+def launch_line(cfg) -> str:
+  """Writes the point's config as JSON; the line trains exactly that config."""
+  path = os.path.join(cfg.workdir, "sweep_point.json")
+  io.write_json(path, config_lib.to_dict(cfg))
+  return f"synth-jax train --config {shlex.quote(FROM_JSON + ':' + path)}"
+
+
+def load_json_config(path: str) -> config_lib.ConfigDict:
+  """The inverse of launch_line's JSON (used by configs/train/from_json.py)."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"sweep point config {path!r} does not exist; rerun the sweep with --print-only")
+  with open(path) as f:
+    return config_lib.ConfigDict(json.load(f))
+
+
+def _default_train(cfg):
+  from synth_jax.train.stage import train
+  return train(cfg)
+
+
+def sweep(config, sweeps: Sequence[str] = (), print_only: bool = False,
+          train_fn: Callable | None = None) -> dict:
+  """Runs (or prints) the grid, then writes the report; returns {"points": [...], "failed": [...]}."""
+  from synth_jax.train import report
+  axes = parse_axes(list(sweeps) or list(config.get("sweep_axes", None) or ()))
+  if not axes:
+    raise ConfigError("no sweep axes: pass --sweep KEY=V1,V2 (or use a config with sweep_axes)")
+  grid = points(config, axes)
+  root = runs.workdir(config)
+  log.info("sweep: %d points under %s", len(grid), root)
+  if print_only:
+    for _, cfg in grid:
+      print(launch_line(cfg), flush=True)
+    return {"points": [], "failed": []}
+  train_fn = train_fn or _default_train
+  failed = []
+  for i, (point, cfg) in enumerate(grid):
+    done = os.path.join(cfg.workdir, "results.json")
+    if os.path.exists(done):
+      log.info("[%d/%d] %s: finished, skipped", i + 1, len(grid), point_name(point))
+      continue
+    log.info("[%d/%d] %s", i + 1, len(grid), point_name(point))
+    try:
+      runs.run_stage("train", train_fn, cfg)
+    except runs.Preempted:
+      raise
+    except SynthJaxError as e:  # one bad point (e.g. NaN loss) must not lose the rest of the grid
+      log.error("point %s failed: %s", point_name(point), e)
+      failed.append({"point": dict(point), "error": str(e)})
+  rows = report.collect(grid)
+  report.write(root, axes, rows, failed, paper=dict(config.get("paper_numbers", None) or {}),
+               title=str(config.get("sweep_title", "") or ""))
+  if failed:
+    raise TrainingError(f"{len(failed)} of {len(grid)} sweep points failed (first: "
+                        f"{point_name(tuple(failed[0]['point'].items()))}: {failed[0]['error']}); "
+                        f"see {os.path.join(root, 'results.md')}, fix and rerun to retry them")
+  return {"points": rows, "failed": failed}
