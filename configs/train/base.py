@@ -27,7 +27,7 @@ from synth_jax.config import parse_arg
 
 def _stage(steps=None, epochs=None, lr=0.01, mixup_alpha=None):
   s = ml_collections.ConfigDict()
-  s.steps = steps              # exactly one of steps / epochs / examples (config.steps_from)
+  s.steps = steps              # length: steps if > 0, else examples if > 0, else epochs
   s.epochs = epochs
   s.examples = None
   s.lr = lr                    # peak learning rate

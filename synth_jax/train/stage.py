@@ -106,6 +106,17 @@ def stage_dataset(config, spec: StageSpec, index: int, real, syn):
   return pipeline.make_paired_dataset(real, syn, n_real, n_syn, seed, **kw), _size(real)
 
 
+def stage_steps(stage_cfg, examples_per_epoch: int, batch_size: int) -> int:
+  """Steps of one stage: `steps` if > 0, else `examples` if > 0, else `epochs` (so that
+  `--config.stage2.steps=500` overrides the default epochs without unsetting them)."""
+  for key in ("steps", "examples", "epochs"):
+    value = stage_cfg.get(key)
+    if value is not None and value > 0:
+      return steps_from(ConfigDict({f"s_{key}": value}), "s", batch_size=batch_size,
+                        examples_per_epoch=examples_per_epoch)
+  raise ConfigError("a stage has no length; set stageN.steps, stageN.epochs or stageN.examples > 0")
+
+
 def _size(stream) -> int:
   return len(stream.indices) if stream.indices is not None else len(stream.split)
 
@@ -129,10 +140,7 @@ def train(config: ConfigDict) -> dict:
   model, params, stats = state_lib.build_model(config, num_classes, domains)
   dtype = jnp.bfloat16 if config.bf16 else jnp.float32
   datasets = [stage_dataset(config, s, i, real, syn) for i, s in enumerate(stages)]
-  counts = [steps_from(ConfigDict({f"s_{k}": config[s.cfg_key][k]
-                                   for k in ("steps", "epochs", "examples")}),
-                       "s", examples_per_epoch=n, batch_size=config.batch_size)
-            for s, (_, n) in zip(stages, datasets)]
+  counts = [stage_steps(config[s.cfg_key], n, config.batch_size) for s, (_, n) in zip(stages, datasets)]
   offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
   eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
                                        augment=config.augment.to_dict(), workers=config.workers)
@@ -160,7 +168,7 @@ def train(config: ConfigDict) -> dict:
     tx = state_lib.make_optimizer(config, config[spec.cfg_key], counts[i])
     iterator = iter(datasets[i][0])
     if state is None:
-      state = state_lib.TrainState.create(params, stats, tx)
+      state = state_lib.TrainState.create(params, stats, tx, mesh)
       if resume_step is not None:
         state = loop.restore(mngr, resume_step, state, None if meta["stage_done"] else iterator)
         if meta["stage_done"]:  # that stage finished: the next one starts from its weights
@@ -190,7 +198,7 @@ def train(config: ConfigDict) -> dict:
     params, stats = state.params, state.batch_stats
     if i + 1 < len(stages):  # the next stage: these weights, a fresh optimizer
       tx_next = state_lib.make_optimizer(config, config[stages[i + 1].cfg_key], counts[i + 1])
-      state = state_lib.TrainState.create(params, stats, tx_next)
+      state = state_lib.TrainState.create(params, stats, tx_next, mesh)
   if ev is None:  # resumed from the last stage's final checkpoint: only the evaluation is left
     ev = evaluate(params, stats)
   mngr.close()

@@ -28,9 +28,20 @@ class TrainState:
   opt_state: Any
 
   @classmethod
-  def create(cls, params, batch_stats, tx) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-               opt_state=tx.init(params))
+  def create(cls, params, batch_stats, tx, mesh=None) -> "TrainState":
+    """With `mesh`, every leaf lives on the mesh (opt_state follows the params' shardings via
+    jit), so a checkpoint restored into this template lands on the same devices."""
+    if mesh is None:
+      return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                 opt_state=tx.init(params))
+    from synth_jax import sharding
+    rep = sharding.replicated(mesh)
+    # Param-shaped optimizer leaves (momenta) take their parameter's sharding; counts replicate.
+    opt_state = optax.tree_map_params(tx, lambda x, p: jax.device_put(x, p.sharding),
+                                      tx.init(params), params,
+                                      transform_non_params=lambda x: jax.device_put(x, rep))
+    step = jax.device_put(jnp.zeros((), jnp.int32), rep)
+    return cls(step=step, params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
 def build_model(config, num_classes: int, domains=("real",)):

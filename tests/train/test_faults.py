@@ -1,0 +1,112 @@
+"""Resume, preemption and failure: kill -9 / SIGTERM + rerun == uninterrupted; NaN stops cleanly."""
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from synth_jax import runs
+from synth_jax.errors import TrainingError
+from synth_jax.models import weights
+from synth_jax.train import loop, stage
+from tests.train import helpers
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  return helpers.write_data(tmp_path_factory.mktemp("data"))
+
+
+def _final_params(workdir):
+  mngr = loop.checkpoint_manager(str(workdir), 10)
+  step = mngr.latest_step()
+  meta = loop.read_meta(mngr, step)
+  import orbax.checkpoint as ocp
+  tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return step, meta, weights.flatten(jax.device_get(tree["params"]))
+
+
+def _assert_same(a, b):
+  assert set(a) == set(b)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
+  real, syn = data
+  kw = dict(method="bridged++", steps1=4, steps2=4, checkpoint_every=2)
+  runs.run_stage("train", stage.train, helpers.tiny_config(tmp_path / "ref", real, syn, **kw))
+  cfg = helpers.tiny_config(tmp_path / "killed", real, syn, **kw)
+  cmd = [sys.executable, "-m", "synth_jax.cli", "train", "--config", helpers.BASE + ":method=bridged++"]
+  cmd += [f"--config.{k}={v}" for k, v in _flat(cfg).items()]
+  env = dict(os.environ, SYNTH_JAX_NO_PROGRESS="1")
+  # 3rd step of stage 1 (checkpoint at 2), then the 5th hit: stage 2 step 3 (checkpoint at 4+2).
+  for kill_at, after in (("train_step:3", 2), ("train_step:5", 6)):
+    p = subprocess.run(cmd, env=dict(env, SYNTH_JAX_KILL_AT=kill_at), capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert loop.checkpoint_manager(str(tmp_path / "killed"), 10).latest_step() == after
+  p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert p.returncode == 0, p.stderr[-2000:]
+  step, meta, got = _final_params(tmp_path / "killed")
+  ref_step, _, want = _final_params(tmp_path / "ref")
+  assert step == ref_step == 8 and meta["stage"] == 1 and meta["stage_done"]
+  _assert_same(got, want)
+
+
+def _flat(cfg):
+  out = {}
+  for k in ("workdir", "dataset", "synthetic", "model", "batch_size", "eval_batch_size", "log_every",
+            "checkpoint_every", "keep_checkpoints", "tensorboard"):
+    out[k] = cfg[k]
+  for k in ("resolution", "min_scale"):
+    out[f"augment.{k}"] = cfg.augment[k]
+  for s in ("stage1", "stage2"):
+    out[f"{s}.steps"], out[f"{s}.lr"] = cfg[s].steps, cfg[s].lr
+  return out
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_rerun_equals_uninterrupted(data, tmp_path, monkeypatch):
+  real, syn = data
+  runs.run_stage("train", stage.train, helpers.tiny_config(tmp_path / "ref", real, syn, steps2=4))
+  calls = []
+
+  def sigterm_at_3(name):
+    calls.append(name)
+    if calls.count("train_step") == 3 and name == "train_step":
+      os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets the flag; the loop saves
+
+  monkeypatch.setattr(loop.faults, "point", sigterm_at_3)
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, steps2=4)
+  with pytest.raises(runs.Preempted, match="step 3"):
+    runs.run_stage("train", stage.train, cfg)
+  step, meta, _ = _final_params(tmp_path / "run")
+  assert step == 3 and not meta["stage_done"]
+  assert not (tmp_path / "run" / "results.json").exists()
+  monkeypatch.undo()
+  runs.run_stage("train", stage.train, cfg)
+  _assert_same(_final_params(tmp_path / "run")[2], _final_params(tmp_path / "ref")[2])
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+  real, syn = data
+  orig = loop.put_train_batch
+
+  def poisoned(batch, mesh, step):
+    batch = dict(batch, image=batch["image"].astype(np.float32) / 255.0)
+    if step >= 4:
+      batch["image"][0, 0, 0, 0] = np.nan
+    return orig(batch, mesh, step)
+
+  monkeypatch.setattr(loop, "put_train_batch", poisoned)
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, steps2=6, checkpoint_every=2)
+  with pytest.raises(TrainingError, match=r"step 4 .*last good checkpoint: step 2"):
+    runs.run_stage("train", stage.train, cfg)
+  step, meta, params = _final_params(tmp_path / "run")
+  assert step == 2 and meta["stage_step"] == 2
+  assert all(np.isfinite(v).all() for v in params.values())
