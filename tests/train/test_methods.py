@@ -100,3 +100,22 @@ def test_auxbn_trains_both_domains_and_evaluates_on_real(data, tmp_path):
   assert not np.allclose(got, other, atol=1e-3)
   ev = steps_lib.make_eval_step(two, 10)(st.params, st.batch_stats, batch)
   np.testing.assert_array_equal(ev["top1"], np.argmax(want, -1) == batch["label"])
+
+
+def test_optimizer_decay_mask_and_accumulation():
+  import jax.numpy as jnp
+  import ml_collections
+  from synth_jax.train import state as state_lib
+  params = {"conv1": {"kernel": jnp.ones((3, 3, 3, 4))}, "bn1": {"scale": jnp.ones(4), "bias": jnp.ones(4)},
+            "head": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}}
+  assert state_lib.decay_mask(params) == {"conv1": {"kernel": True}, "bn1": {"scale": False, "bias": False},
+                                          "head": {"kernel": True, "bias": False}}
+  cfg = ml_collections.ConfigDict(dict(grad_accum=2, optimizer="sgd", weight_decay=0.1, momentum=0.9))
+  tx = state_lib.make_optimizer(cfg, ml_collections.ConfigDict(dict(lr=1.0, warmup_fraction=0.0)), 4)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  opt = tx.init(params)
+  upd, opt = tx.update(zero, opt, params)        # micro-step 1: nothing applied yet
+  assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(upd))
+  upd, opt = tx.update(zero, opt, params)        # micro-step 2: only weight decay, kernels only
+  assert float(jnp.abs(upd["bn1"]["scale"]).max()) == 0 and float(jnp.abs(upd["head"]["bias"]).max()) == 0
+  np.testing.assert_allclose(upd["conv1"]["kernel"], -0.1, rtol=1e-6)
