@@ -63,8 +63,8 @@ def markdown(axes, table, failed, paper: dict, title: str = "") -> str:
   cols = [k for k, _ in axes if _short(k) not in SEED_KEYS]
   head = cols + ["top-1 (%)", "top-5 (%)", "seeds"] + (["paper top-1 (%)"] if paper else [])
   lines = [f"# {title or 'Sweep results'}", "",
-           "mean ± sample std over seeds; paper numbers from /work/shared/papers/facts.md 1.7 "
-           "(secondary sources, verify against the PDF)" if paper else "mean ± sample std over seeds", "",
+           "mean ± sample std over seeds" + ("; paper numbers from the config's paper_numbers (its "
+                                             "docstring names their sources)" if paper else ""), "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for c in table:
     row = [str(c["point"][k]) for k in cols]

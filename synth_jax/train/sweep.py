@@ -6,7 +6,8 @@
 
 Axes are `key=v1,v2,...` (dotted keys allowed, values typed like `--config.KEY=VALUE`); without
 --sweep the config's own `sweep_axes` (a tuple of such strings, set by configs/paper/*) are used.
-Points run sequentially under `<workdir>/points/<key=value,...>/`; a point whose results.json
+A string field may name an axis in braces (`synthetic="runs/syn/{dataset}"`): it is filled
+per point. Points run sequentially under `<workdir>/points/<key=value,...>/`; a point whose results.json
 exists is skipped, so a rerun after a crash or preemption continues where it stopped. With
 --print-only each point's config is written as JSON and one launch line per point is printed
 (for a pod: run the lines anywhere, then rerun the sweep to collect). At the end the sweep writes
@@ -62,9 +63,23 @@ def points(config, axes) -> list[tuple[tuple[tuple[str, str], ...], config_lib.C
     cfg = copy.deepcopy(config)
     for k, v in point:
       config_lib.apply_override(cfg, f"{k}={v}")
+    _fill_templates(cfg, {k.rsplit(".", 1)[-1]: v for k, v in point})
     cfg.workdir = os.path.join(root, "points", point_name(point))
     out.append((point, cfg))
   return out
+
+
+def _fill_templates(cfg, values: dict) -> None:
+  """String fields naming an axis in braces follow the point: synthetic="syn/{dataset}" gives
+  each dataset its own synthetic set (axes that must move together, e.g. dataset and its data)."""
+  for key in list(cfg.keys()):
+    v = cfg[key]
+    if isinstance(v, config_lib.ConfigDict):
+      _fill_templates(v, values)
+    elif isinstance(v, str) and "{" in v:
+      for name, val in values.items():
+        v = v.replace("{" + name + "}", str(val))
+      cfg[key] = v
 
 
 def launch_line(cfg) -> str:
