@@ -30,7 +30,10 @@ from synth_jax import io, runs
 from synth_jax.errors import ConfigError, SynthJaxError, TrainingError
 
 log = logging.getLogger(__name__)
-FROM_JSON = os.path.join("configs", "train", "from_json.py")
+# Absolute when the package runs from a checkout (editable install), so launch lines work from any cwd.
+_REPO_FROM_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "configs", "train", "from_json.py")
+FROM_JSON = _REPO_FROM_JSON if os.path.exists(_REPO_FROM_JSON) else os.path.join("configs", "train", "from_json.py")
 
 
 def parse_axes(sweeps: Sequence[str]) -> list[tuple[str, list[str]]]:
