@@ -147,8 +147,8 @@ def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> S
                                 "the scheduler config")
   tokenizer, tokenizer_files = load_tokenizer(os.path.join(path, "tokenizer"))
   return StableDiffusion(
-      unet=unet_lib.UNet2DConditionModel(configs["unet"], dtype),
-      vae=vae_lib.AutoencoderKL(configs["vae"], dtype),
+      unet=unet_lib.UNet2DConditionModel.from_config(configs["unet"], dtype),
+      vae=vae_lib.AutoencoderKL.from_config(configs["vae"], dtype),
       text_encoder=clip_text.CLIPTextModel.from_config(configs["text_encoder"], dtype=dtype),
       params=params, tokenizer=tokenizer, scheduler_config=scheduler_config, configs=configs,
       dtype=dtype, tokenizer_files=tokenizer_files)

@@ -135,8 +135,8 @@ def make_tiny_pipeline(path: str, seed: int = 0, sample_size: int = 8,
     vocab_size = write_tiny_tokenizer(tmp, max_length)
     tokenizer, tokenizer_files = loading.load_tokenizer(tmp)
   configs = tiny_configs(sample_size, vocab_size, tokenizer.eos_token_id, max_length)
-  unet = unet_lib.UNet2DConditionModel(configs["unet"], jnp.float32)
-  vae = vae_lib.AutoencoderKL(configs["vae"], jnp.float32)
+  unet = unet_lib.UNet2DConditionModel.from_config(configs["unet"])
+  vae = vae_lib.AutoencoderKL.from_config(configs["vae"])
   text_encoder = clip_text.CLIPTextModel.from_config(configs["text_encoder"])
   params = {"unet": _init(unet, "unet", configs["unet"], seed),
             "vae": _init(vae, "vae", configs["vae"], seed + 1),

@@ -1,0 +1,183 @@
+"""Flax UNet2DConditionModel for Stable Diffusion 1.x/2.x, loading diffusers weights.
+
+`UNet2DConditionModel.from_config(config_json)` takes the dict of a diffusers `unet/config.json`;
+`params_from_diffusers(state_dict, config)` converts its tensors (strict: every missing, extra or
+mis-shaped tensor is named). Latents are NHWC. Features SD 1.x/2.x do not use (class embeddings,
+SDXL's added conditions, other block types) are refused with a one-line error at construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synth_jax.diffusion import torch_layout
+from synth_jax.diffusion import unet_blocks as blocks
+from synth_jax.errors import WeightsError
+
+_DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
+_UP = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
+# config keys whose non-default values change the network in ways we do not implement
+_UNSUPPORTED = {"class_embed_type": None, "num_class_embeds": None, "addition_embed_type": None,
+                "encoder_hid_dim": None, "time_cond_proj_dim": None, "timestep_post_act": None,
+                "center_input_sample": False, "dual_cross_attention": False,
+                "only_cross_attention": False, "time_embedding_type": "positional",
+                "conv_in_kernel": 3, "conv_out_kernel": 3, "num_attention_heads": None,
+                "mid_block_scale_factor": 1, "reverse_transformer_layers_per_block": None,
+                "cross_attention_norm": None, "class_embeddings_concat": False,
+                "projection_class_embeddings_input_dim": None, "attention_type": "default"}
+
+
+def _per_block(value, n: int, key: str) -> tuple:
+  if isinstance(value, (list, tuple)):
+    if len(value) != n:
+      raise WeightsError(f"unet config {key}={list(value)} needs one entry per block ({n})")
+    return tuple(value)
+  return (value,) * n
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """The fields of diffusers' UNet2DConditionModel config that SD 1.x/2.x use."""
+  in_channels: int = 4
+  out_channels: int = 4
+  down_block_types: tuple = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+  up_block_types: tuple = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+  block_out_channels: tuple = (320, 640, 1280, 1280)
+  layers_per_block: int = 2
+  cross_attention_dim: int = 768
+  heads: tuple = (8, 8, 8, 8)  # diffusers' `attention_head_dim` is, for SD, the head *count*
+  transformer_layers: tuple = (1, 1, 1, 1)
+  norm_num_groups: int = 32
+  norm_eps: float = 1e-5
+  flip_sin_to_cos: bool = True
+  freq_shift: float = 0.0
+  downsample_padding: int = 1
+  use_linear_projection: bool = False
+  upcast_attention: bool = False
+  time_scale_shift: bool = False
+  sample_size: int = 64
+
+  @classmethod
+  def from_diffusers(cls, config: Mapping[str, Any]) -> "UNetConfig":
+    for key, default in _UNSUPPORTED.items():
+      if config.get(key, default) != default:
+        raise WeightsError(f"unet config {key}={config[key]!r} is not supported (Stable Diffusion "
+                           f"1.x/2.x UNets have {default!r})")
+    if config.get("act_fn", "silu") != "silu":
+      raise WeightsError(f"unet config act_fn={config['act_fn']!r} is not supported (use 'silu')")
+    down, up = tuple(config["down_block_types"]), tuple(config["up_block_types"])
+    for t in down + up:
+      if t not in _DOWN and t not in _UP:
+        raise WeightsError(f"unet block type {t!r} is not supported; SD 1.x/2.x use "
+                           f"{sorted(_DOWN) + sorted(_UP)}")
+    mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+    if mid != "UNetMidBlock2DCrossAttn":
+      raise WeightsError(f"unet mid_block_type={mid!r} is not supported "
+                         "(use 'UNetMidBlock2DCrossAttn')")
+    n = len(down)
+    size = config.get("sample_size", 64)
+    return cls(
+        in_channels=config.get("in_channels", 4), out_channels=config.get("out_channels", 4),
+        down_block_types=down, up_block_types=up,
+        block_out_channels=tuple(config["block_out_channels"]),
+        layers_per_block=int(config.get("layers_per_block", 2)),
+        cross_attention_dim=int(config.get("cross_attention_dim", 768)),
+        heads=_per_block(config.get("attention_head_dim", 8), n, "attention_head_dim"),
+        transformer_layers=_per_block(config.get("transformer_layers_per_block", 1), n,
+                                      "transformer_layers_per_block"),
+        norm_num_groups=int(config.get("norm_num_groups", 32)),
+        norm_eps=float(config.get("norm_eps", 1e-5)),
+        flip_sin_to_cos=bool(config.get("flip_sin_to_cos", True)),
+        freq_shift=float(config.get("freq_shift", 0)),
+        downsample_padding=int(config.get("downsample_padding", 1)),
+        use_linear_projection=bool(config.get("use_linear_projection", False)),
+        upcast_attention=bool(config.get("upcast_attention", False)),
+        time_scale_shift=config.get("resnet_time_scale_shift", "default") == "scale_shift",
+        sample_size=int(size[0] if isinstance(size, (list, tuple)) else size))
+
+
+class UNet2DConditionModel(nn.Module):
+  """(latents (B,h,w,C), timesteps (B,) or (), text embeddings (B,T,D)) -> prediction (B,h,w,C)."""
+  config: UNetConfig
+  dtype: Any = jnp.float32
+  attention_impl: str | None = "xla"
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any] | UNetConfig, dtype=jnp.float32,
+                  attention_impl: str | None = "xla") -> "UNet2DConditionModel":
+    if not isinstance(config, UNetConfig):
+      config = UNetConfig.from_diffusers(config)
+    return cls(config, dtype, attention_impl)
+
+  @nn.compact
+  def __call__(self, sample, timesteps, encoder_hidden_states):
+    c, dt = self.config, self.dtype
+    channels = c.block_out_channels
+    common = dict(groups=c.norm_num_groups, eps=c.norm_eps, time_scale_shift=c.time_scale_shift,
+                  use_linear_projection=c.use_linear_projection,
+                  upcast_attention=c.upcast_attention, attention_impl=self.attention_impl, dtype=dt)
+    timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (sample.shape[0],))
+    temb = blocks.timestep_embedding(timesteps, channels[0], c.flip_sin_to_cos, c.freq_shift)
+    temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_1")(temb.astype(dt))
+    temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_2")(nn.silu(temb))
+    context = encoder_hidden_states.astype(dt)
+
+    x = blocks.conv(channels[0], dt, "conv_in")(sample.astype(dt))
+    skips = [x]
+    for i, kind in enumerate(c.down_block_types):
+      x, out = blocks.DownBlock(
+          channels[i], c.layers_per_block, add_downsample=i < len(channels) - 1,
+          cross_attention=_DOWN[kind], heads=c.heads[i], transformer_layers=c.transformer_layers[i],
+          downsample_padding=c.downsample_padding, name=f"down_blocks_{i}", **common)(
+              x, temb, context)
+      skips += out
+    x = blocks.MidBlock(channels[-1], heads=c.heads[-1], transformer_layers=c.transformer_layers[-1],
+                        name="mid_block", **common)(x, temb, context)
+    heads, layers = c.heads[::-1], c.transformer_layers[::-1]
+    for i, kind in enumerate(c.up_block_types):
+      n = c.layers_per_block + 1
+      x = blocks.UpBlock(
+          channels[::-1][i], n, add_upsample=i < len(channels) - 1, cross_attention=_UP[kind],
+          heads=heads[i], transformer_layers=layers[i], name=f"up_blocks_{i}", **common)(
+              x, skips[-n:], temb, context)
+      skips = skips[:-n]
+    x = nn.silu(blocks.group_norm(c.norm_num_groups, c.norm_eps, dt, "conv_norm_out")(x))
+    return blocks.conv(c.out_channels, dt, "conv_out")(x)
+
+  def dummy_inputs(self, batch: int = 1, tokens: int = 77):
+    s, c = self.config.sample_size, self.config
+    return (jnp.zeros((batch, s, s, c.in_channels), self.dtype), jnp.zeros((batch,), jnp.int32),
+            jnp.zeros((batch, tokens, c.cross_attention_dim), self.dtype))
+
+  def init_params(self, seed: int = 0) -> dict:
+    """Random params (numpy, host), as our init draws them: for tests and the tiny demo model."""
+    params = jax.jit(self.init)(jax.random.PRNGKey(seed), *self.dummy_inputs())["params"]
+    return jax.tree_util.tree_map(np.asarray, params)
+
+  def abstract_params(self) -> dict:
+    return torch_layout.abstract_params(self, *self.dummy_inputs())
+
+
+# diffusers nests the time MLP as time_embedding.linear_1; we keep it flat (one module fewer).
+def _rename_to_ours(state: dict) -> dict:
+  return {k.replace("time_embedding.linear_", "time_embedding_linear_"): v for k, v in state.items()}
+
+
+def _rename_to_diffusers(state: dict) -> dict:
+  return {k.replace("time_embedding_linear_", "time_embedding.linear_"): v for k, v in state.items()}
+
+
+def params_from_diffusers(state: Mapping[str, np.ndarray], config, source: str = "unet") -> dict:
+  """diffusers UNet state_dict -> our param tree (float32 numpy); strict."""
+  module = UNet2DConditionModel.from_config(config)
+  return torch_layout.from_torch(state, module.abstract_params(), source, rename=_rename_to_ours)
+
+
+def params_to_diffusers(params: Mapping[str, Any], config=None) -> dict[str, np.ndarray]:
+  """Our param tree -> diffusers UNet state_dict (numpy, PyTorch layouts)."""
+  return _rename_to_diffusers(torch_layout.to_torch(params))
