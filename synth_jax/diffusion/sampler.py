@@ -6,6 +6,10 @@ arguments, so new prompts, seeds or guidance never recompile; the batch size and
 are the only shapes. The batch is sharded over the mesh's data axes, parameters are replicated (or
 split on `fsdp` when `fsdp=True`). Each image's starting noise comes from its own seed only, so an
 image does not depend on which batch or device it was generated in.
+
+Multi-host: generation needs no communication between hosts, so `local_mesh` gives each process a
+mesh over its own devices and each process samples its own images (the generate job hands process
+p the shards p, p + P, ...). No lockstep: a slow or restarted host never stalls the others.
 """
 from __future__ import annotations
 
@@ -42,6 +46,11 @@ def attention_impl_for(dtype, requested: str | None = "auto") -> str | None:
     return requested
   on_gpu = jax.default_backend() == "gpu"
   return "cudnn" if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla"
+
+
+def local_mesh(spec=None):
+  """The config's mesh shape over this process's devices only (see the module docstring)."""
+  return sharding.make_mesh(spec, devices=jax.local_devices())
 
 
 @dataclasses.dataclass
@@ -85,8 +94,10 @@ class Sampler:
     self.compiles = 0
 
   @classmethod
-  def from_config(cls, config, mesh) -> "Sampler":
+  def from_config(cls, config, mesh=None) -> "Sampler":
     """From a generate config: model_path, dtype, style_token_path, batch_size, steps, ..."""
+    if mesh is None or jax.process_count() > 1:
+      mesh = local_mesh(config.get("mesh"))
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(
         config.get("dtype", "float32"))
     if dtype is None:
