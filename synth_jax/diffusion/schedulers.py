@@ -188,16 +188,21 @@ def velocity(scheduler_config: Mapping[str, Any], x0, noise, t):
 
 
 # ---- DDIM (eta = 0) ------------------------------------------------------------------------------
+def _r(v):
+  """Round to float32 but keep float64: chaining these reproduces torch's float32 scalar math
+  (each op correctly rounded), which numpy's own float32 exp/log (a few ulp off) would not."""
+  return np.asarray(v, np.float64).astype(F32).astype(np.float64)
+
+
 def _ddim_plan(cfg, n):
-  ac = tables.alphas_cumprod(cfg)
+  ac = tables.alphas_cumprod(cfg).astype(np.float64)
   t = tables.spaced_timesteps(cfg, n, "ddim")
   prev = t - cfg["num_train_timesteps"] // n  # diffusers' step: the requested n, not len(t)
-  final = F32(1.0) if cfg["set_alpha_to_one"] else ac[0]
+  final = 1.0 if cfg["set_alpha_to_one"] else ac[0]
   a_t = ac[t]
-  a_prev = np.where(prev >= 0, ac[np.clip(prev, 0, None)], final).astype(F32)
-  half = F32(0.5)
-  coefs = dict(sa=a_t ** half, sb=(F32(1) - a_t) ** half, sa_prev=a_prev ** half,
-               direction=(F32(1) - a_prev) ** half)
+  a_prev = np.where(prev >= 0, ac[np.clip(prev, 0, None)], final)
+  coefs = dict(sa=_r(np.sqrt(a_t)), sb=_r(np.sqrt(_r(1 - a_t))), sa_prev=_r(np.sqrt(a_prev)),
+               direction=_r(np.sqrt(_r(1 - a_prev))))
   return t, coefs, 1.0
 
 
@@ -218,25 +223,23 @@ def _ddim_step(cfg, c, out, x, state):
 # ---- DPM-Solver++ (1S/2M multistep) ----------------------------------------------------------------
 def _dpm_plan(cfg, n):
   t, sig = tables.sampling_sigmas(cfg, n, "dpm++2m")
-  steps = len(t)
-  one = F32(1)
-  alpha = (one / (sig * sig + one) ** F32(0.5)).astype(F32)
-  sigma = (sig * alpha).astype(F32)
+  steps, sig = len(t), sig.astype(np.float64)
+  alpha = _r(1 / _r(np.sqrt(_r(_r(sig * sig) + 1))))
+  sigma = _r(sig * alpha)
   with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-    lam = (np.log(alpha) - np.log(sigma)).astype(F32)  # +inf at a zero final sigma
-    coefs = {k: np.zeros(steps, F32) for k in ("alpha_s", "sigma_s", "ratio", "phi", "inv_r0",
-                                               "c_d1")}
-    for i in range(steps):
+    lam = _r(_r(np.log(alpha)) - _r(np.log(sigma)))  # +inf at a zero final sigma
+    h = _r(lam[1:] - lam[:-1])
+    em1 = _r(_r(np.exp(-h)) - 1)  # exp(-inf) - 1 = -1 at a zero final sigma
+    phi = _r(alpha[1:] * em1)
+    coefs = dict(alpha_s=alpha[:-1], sigma_s=sigma[:-1], ratio=_r(sigma[1:] / sigma[:-1]),
+                 phi=phi, inv_r0=np.zeros(steps), c_d1=np.zeros(steps))
+    for i in range(1, steps):
       final = i == steps - 1 and (cfg["euler_at_final"] or cfg["final_sigmas_type"] == "zero" or
                                   (cfg["lower_order_final"] and steps < 15))
-      h = lam[i + 1] - lam[i]
-      phi = alpha[i + 1] * (np.exp(-h) - one)
-      coefs["alpha_s"][i], coefs["sigma_s"][i] = alpha[i], sigma[i]
-      coefs["ratio"][i], coefs["phi"][i] = sigma[i + 1] / sigma[i], phi
-      if cfg["solver_order"] == 2 and i >= 1 and not final:
-        coefs["inv_r0"][i] = one / ((lam[i] - lam[i - 1]) / h)
-        coefs["c_d1"][i] = (-(F32(0.5) * phi) if cfg["solver_type"] != "heun"
-                            else alpha[i + 1] * ((np.exp(-h) - one) / h + one))
+      if cfg["solver_order"] == 2 and not final:  # second order: D1 = (m0 - m1) / r0
+        coefs["inv_r0"][i] = _r(1 / _r(h[i - 1] / h[i]))
+        coefs["c_d1"][i] = (-_r(0.5 * phi[i]) if cfg["solver_type"] != "heun"
+                            else _r(alpha[i + 1] * _r(_r(em1[i] / h[i]) + 1)))
   return t, coefs, 1.0
 
 
@@ -256,13 +259,14 @@ def _dpm_step(cfg, c, out, x, prev_x0):
 # ---- Euler (discrete, no churn) ------------------------------------------------------------------
 def _euler_plan(cfg, n):
   t, sig = tables.sampling_sigmas(cfg, n, "euler")
-  s, one = sig[:-1], F32(1)
-  sq = (s * s + one).astype(F32)
-  coefs = dict(sigma=s, dt=(sig[1:] - s).astype(F32), in_scale=sq ** F32(0.5),
-               v_out=-s / sq ** F32(0.5), v_skip=sq)
+  sig = sig.astype(np.float64)
+  s = sig[:-1]
+  sq = _r(_r(s * s) + 1)
+  root = _r(np.sqrt(sq))
+  coefs = dict(sigma=s, dt=_r(sig[1:] - s), in_scale=root, v_out=_r(-s / root), v_skip=sq)
   top = sig.max()
-  init = top if cfg["timestep_spacing"] in ("linspace", "trailing") else (top * top + one) ** F32(.5)
-  return t.astype(F32), coefs, init
+  init = top if cfg["timestep_spacing"] in ("linspace", "trailing") else _r(np.sqrt(_r(top * top + 1)))
+  return t.astype(F32), coefs, float(init)
 
 
 def _euler_step(cfg, c, out, x, state):

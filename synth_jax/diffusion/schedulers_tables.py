@@ -17,12 +17,13 @@ F32 = np.float32
 
 
 def _torch_linspace(start: float, end: float, n: int) -> np.ndarray:
-  """torch.linspace(..., dtype=float32): float32 step, the two halves counted from each end."""
+  """torch.linspace(..., dtype=float32) bit for bit: a float32 step, each half counted from its
+  own end with one fused multiply-add (emulated in double, which is exact for these operands)."""
   s, e = F32(start), F32(end)
-  step = (e - s) / F32(max(n - 1, 1))
-  i = np.arange(n)
-  lo = s + step * i.astype(F32)
-  hi = e - step * (n - 1 - i).astype(F32)
+  step = np.float64((e - s) / F32(max(n - 1, 1)))
+  i = np.arange(n, dtype=np.float64)
+  lo = np.float64(s) + step * i
+  hi = np.float64(e) - step * (n - 1 - i)
   return np.where(i < n // 2, lo, hi).astype(F32)
 
 
@@ -77,7 +78,7 @@ def alphas_cumprod(cfg: Mapping[str, Any], kind: str | None = None) -> np.ndarra
 def train_sigmas(ac: np.ndarray) -> np.ndarray:
   """Karras-style sigmas sqrt((1 - a) / a) per training timestep, float32 as in diffusers."""
   with np.errstate(divide="ignore"):
-    return (((F32(1) - ac) / ac) ** F32(0.5)).astype(F32)
+    return np.sqrt((F32(1) - ac) / ac).astype(F32)  # torch: x ** 0.5 is sqrt
 
 
 def spaced_timesteps(cfg: Mapping[str, Any], n: int, kind: str) -> np.ndarray:
@@ -157,7 +158,7 @@ def sampling_sigmas(cfg: Mapping[str, Any], n: int, kind: str) -> tuple[np.ndarr
   else:
     sig = np.interp(t, np.arange(len(sig)), sig)
   if cfg["final_sigmas_type"] == "sigma_min":
-    last = float(((F32(1) - ac[0]) / ac[0]) ** F32(0.5))
+    last = float(np.sqrt((F32(1) - ac[0]) / ac[0]))
   elif cfg["final_sigmas_type"] == "zero":
     last = 0.0
   else:

@@ -75,11 +75,18 @@ def test_loop_matches_diffusers(kind, pred, spacing, n, extra):
   sched = schedulers.from_config(config, kind)
   plan = sched.plan(n)
   assert plan.timesteps.dtype == (jnp.float32 if kind == "euler" else jnp.int32)
-  np.testing.assert_array_equal(np.asarray(plan.timesteps), ref_t.astype(plan.timesteps.dtype))
+  if extra.get("use_karras_sigmas") and kind == "euler":
+    # Fractional timesteps from log-sigma interpolation: torch's float32 sqrt is not correctly
+    # rounded (ours is), so the last digits differ.
+    np.testing.assert_allclose(np.asarray(plan.timesteps), ref_t, rtol=1e-6)
+  else:
+    np.testing.assert_array_equal(np.asarray(plan.timesteps), ref_t.astype(plan.timesteps.dtype))
   diff = float(np.abs(_jax_loop(sched, plan, x) - ref).max())
-  print(f"{kind} {pred} {spacing} n={n} {extra}: max abs diff {diff:.2e} (|ref| <= "
-        f"{np.abs(ref).max():.1f})")
-  assert diff <= 1e-5
+  scale = max(1.0, float(np.abs(ref).max()))
+  print(f"{kind} {pred} {spacing} n={n} {extra}: max abs diff {diff:.2e} (|ref| <= {scale:.1f})")
+  # 1e-5 absolute at unit scale; the fake model drives epsilon runs to |x| ~ 13 (and the cosine
+  # schedule to 1.5e4), where float32 itself only resolves ~1e-6 relative.
+  assert diff <= 1e-5 * scale
 
 
 @pytest.mark.parametrize("kind", list(CLASSES))
