@@ -243,6 +243,7 @@ def load_clip(path: str, dtype=jnp.float32, *, model_name: str | None = None,
     batch_size: largest batch one jitted call sees.
   """
   path = os.path.abspath(os.path.expanduser(path))
+  dtype = jnp.dtype(dtype)  # accepts "float32" / "bfloat16" from configs
   if not os.path.exists(path):
     raise WeightsError(f"CLIP path {path!r} does not exist; pass an HF CLIP folder or an OpenCLIP checkpoint")
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
