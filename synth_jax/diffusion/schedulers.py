@@ -187,6 +187,16 @@ def velocity(scheduler_config: Mapping[str, Any], x0, noise, t):
   return _bcast(jnp.sqrt(ac), x0) * noise - _bcast(jnp.sqrt(1 - ac), x0) * x0
 
 
+def training_target(scheduler_config: Mapping[str, Any], x0, noise, t):
+  """What the UNet is trained to predict (diffusers' training scripts): noise or v."""
+  pred = dict(scheduler_config).get("prediction_type", "epsilon")
+  if pred == "epsilon":
+    return noise
+  if pred == "v_prediction":
+    return velocity(scheduler_config, x0, noise, t)
+  raise ConfigError(f"prediction_type={pred!r} cannot be trained here; use epsilon or v_prediction")
+
+
 # ---- DDIM (eta = 0) ------------------------------------------------------------------------------
 def _r(v):
   """Round to float32 but keep float64: chaining these reproduces torch's float32 scalar math

@@ -148,6 +148,12 @@ def test_add_noise_and_velocity_match_ddpm():
     v = schedulers.velocity(config, x0, noise, jnp.asarray(t, jnp.int32))
     assert float(np.abs(noisy - ddpm.add_noise(*args).numpy()).max()) <= 1e-6
     assert float(np.abs(v - ddpm.get_velocity(*args).numpy()).max()) <= 1e-6
+  v_config = dict(SD, prediction_type="v_prediction")
+  np.testing.assert_array_equal(schedulers.training_target(v_config, x0, noise, t),
+                                schedulers.velocity(v_config, x0, noise, t))
+  assert schedulers.training_target(SD, x0, noise, t) is noise
+  with pytest.raises(ConfigError, match="prediction_type='sample'"):
+    schedulers.training_target(dict(SD, prediction_type="sample"), x0, noise, t)
 
 
 def test_traced_step_index_compiles_once():
