@@ -138,7 +138,8 @@ class Sampler:
       pred = uncond + guidance * (cond - uncond)
       return sched.step(plan, i, pred, latents, state)
 
-    latents, _ = jax.lax.fori_loop(0, self.num_steps, step, (latents, state))
+    # plan.num_steps: diffusers' trailing spacing sometimes yields one more step than asked for
+    latents, _ = jax.lax.fori_loop(0, plan.num_steps, step, (latents, state))
     images = self.vae.apply({"params": params["vae"]}, latents / pipe.vae_scaling_factor,
                             method=self.vae.decode)
     return to_uint8(images)
