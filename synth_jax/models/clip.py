@@ -15,6 +15,7 @@ batches (padded) so a run compiles at most a few shapes.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import html
 import json
@@ -77,6 +78,15 @@ class Preprocess:
     return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
 
+def preprocess_images(preprocess: Preprocess, images, pool=None) -> np.ndarray:
+  """Many images -> (N, crop, crop, 3); with a thread pool when given (PIL resize drops the GIL)."""
+  if not len(images):
+    return np.zeros((0, preprocess.crop, preprocess.crop, 3), np.float32)
+  if pool is None or len(images) < 8:
+    return np.stack([preprocess(im) for im in images])
+  return np.stack(list(pool.map(preprocess, images)))
+
+
 def clean_text(text: str) -> str:
   """The cleaning OpenAI's/OpenCLIP's SimpleTokenizer applies before BPE (ftfy + HTML unescape)."""
   try:
@@ -123,6 +133,7 @@ class CLIP:
     self.logit_scale = float(logit_scale)
     self.tokenizer, self.preprocess, self.batch_size = tokenizer, preprocess, batch_size
     self.context_length = text_model.max_position_embeddings
+    self._pool = None
     self._text_fn = jax.jit(lambda p, ids: _normalize(text_model.apply({"params": p}, ids)["text_embeds"]))
     self._image_fn = jax.jit(
         lambda p, x: _normalize(vision_model.apply({"params": p}, x)["image_embeds"]))
@@ -154,8 +165,9 @@ class CLIP:
 
   def pixels(self, images) -> np.ndarray:
     """uint8 (N, H, W, 3) array or list of HWC arrays -> normalized (N, crop, crop, 3) float32."""
-    return np.stack([self.preprocess(im) for im in images]) if len(images) else \
-        np.zeros((0, self.preprocess.crop, self.preprocess.crop, 3), np.float32)
+    if self._pool is None and len(images) >= 8:
+      self._pool = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1))
+    return preprocess_images(self.preprocess, images, self._pool)
 
   def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
     """Already preprocessed NHWC float pixels -> (N, D) float32 L2-normalized image embeddings."""

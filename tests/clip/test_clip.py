@@ -102,3 +102,43 @@ def test_string_instead_of_list_is_an_error(hf_clip):
   with pytest.raises(DataError, match="list of strings"):
     hf_clip.embed_text("a photo of a dog")
   assert hf_clip.embed_text([]).shape == (0, 16)
+
+
+def test_threaded_preprocessing_and_batches_equal_one_by_one(hf_clip):
+  images = helpers.random_images(5, [(40, 50)] * 9)  # >= 8: the thread pool path; 3 batches of 4
+  batched = hf_clip.embed_images(np.stack(images))
+  single = np.concatenate([hf_clip.embed_images(im[None]) for im in images])
+  np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_bf16_close_to_fp32(hf_folder, hf_clip):
+  clip16 = clip_lib.load_clip(hf_folder[0], dtype="bfloat16", batch_size=4)
+  images = helpers.random_images(6, [(32, 32)] * 3)
+  cos_img = np.sum(clip16.embed_images(images) * hf_clip.embed_images(images), -1)
+  cos_txt = np.sum(clip16.embed_text(helpers.TEXTS) * hf_clip.embed_text(helpers.TEXTS), -1)
+  assert cos_img.min() > 0.99 and cos_txt.min() > 0.99, (cos_img, cos_txt)
+
+
+def test_openclip_hub_folder_quick_gelu(tmp_path):
+  """open_clip_config.json + open_clip_model.safetensors (the hub layout), QuickGELU model."""
+  import json
+
+  import open_clip
+  import torch
+  from safetensors.torch import save_file
+  cfg = dict(helpers.OPENCLIP_CFG, quick_gelu=True)
+  torch.manual_seed(4)
+  model = helpers._perturb(open_clip.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"],
+                                          quick_gelu=True), 4)
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp_path / "open_clip_model.safetensors"))
+  (tmp_path / "open_clip_config.json").write_text(json.dumps(
+      {"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
+  clip = clip_lib.load_clip(str(tmp_path))
+  assert clip.preprocess.mean == (0.5, 0.5, 0.5)
+  images = helpers.random_images(7, [(32, 32)] * 2)
+  with torch.no_grad():
+    ref_img = model.encode_image(torch.from_numpy(clip.pixels(images).transpose(0, 3, 1, 2)), normalize=True)
+    ref_txt = model.encode_text(open_clip.tokenize(helpers.TEXTS[:3]), normalize=True)
+  assert np.abs(clip.embed_images(images) - ref_img.numpy()).max() <= 1e-4
+  assert np.abs(clip.embed_text(helpers.TEXTS[:3]) - ref_txt.numpy()).max() <= 1e-4
