@@ -25,6 +25,9 @@ import numpy as np
 from synth_jax.errors import ConfigError
 from synth_jax.models import clip_text, weights
 
+# Same MLP and activations as the text tower (one definition of quick_gelu for both).
+_Mlp, _ACTIVATIONS = clip_text._Mlp, clip_text._ACTIVATIONS  # pylint: disable=protected-access
+
 
 class _Attention(nn.Module):
   num_heads: int
@@ -51,7 +54,7 @@ class _EncoderLayer(nn.Module):
   def __call__(self, x):
     norm = lambda name: nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
     x = x + _Attention(self.num_heads, self.dtype, name="self_attn")(norm("layer_norm1")(x))
-    mlp = clip_text._Mlp(self.intermediate_size, self.hidden_act, self.dtype, name="mlp")  # pylint: disable=protected-access
+    mlp = _Mlp(self.intermediate_size, self.hidden_act, self.dtype, name="mlp")
     return x + mlp(norm("layer_norm2")(x))
 
 
@@ -120,9 +123,9 @@ class CLIPVisionModel(nn.Module):
     """Builds from a transformers config.json dict (`CLIPVisionConfig` or a full `CLIPConfig`)."""
     full = dict(config)
     config = dict(config.get("vision_config") or config)
-    if config.get("hidden_act", "quick_gelu") not in clip_text._ACTIVATIONS:  # pylint: disable=protected-access
+    if config.get("hidden_act", "quick_gelu") not in _ACTIVATIONS:
       raise ConfigError(f"CLIP vision hidden_act {config['hidden_act']!r} is not supported; "
-                        f"use one of {sorted(clip_text._ACTIVATIONS)}")  # pylint: disable=protected-access
+                        f"use one of {sorted(_ACTIVATIONS)}")
     if with_projection is None:
       with_projection = "CLIPVisionModelWithProjection" in config.get("architectures", [])
     proj = config.get("projection_dim", full.get("projection_dim", 512))

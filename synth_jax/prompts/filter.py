@@ -82,7 +82,8 @@ def _check(config):
     raise ConfigError("nothing to filter: set config.drop_fraction > 0 and/or "
                       "config.drop_misclassified=True")
   if not config.templates or any("{}" not in t for t in config.templates):
-    raise ConfigError(f"config.templates {list(config.templates)} must each contain '{{}}' for the class name")
+    raise ConfigError(f"config.templates {list(config.templates)} must each contain '{{}}' "
+                      "for the class name")
 
 
 def _class_names(config, names: Sequence[str]) -> list[str]:
@@ -163,7 +164,8 @@ def filter_dataset(config):
     with open(report_path) as f:
       return json.load(f)
   _check(config)
-  dataset_dir = sources._find_dataset_dir(os.path.abspath(os.path.expanduser(config.synthetic)))  # pylint: disable=protected-access
+  path = os.path.abspath(os.path.expanduser(config.synthetic))
+  dataset_dir = sources._find_dataset_dir(path)  # pylint: disable=protected-access
   if dataset_dir is None:
     raise DataError(f"config.synthetic={config.synthetic!r} holds no dataset_info.json; pass the "
                     "dataset directory the generate stage wrote")
