@@ -142,3 +142,28 @@ def test_openclip_hub_folder_quick_gelu(tmp_path):
     ref_txt = model.encode_text(open_clip.tokenize(helpers.TEXTS[:3]), normalize=True)
   assert np.abs(clip.embed_images(images) - ref_img.numpy()).max() <= 1e-4
   assert np.abs(clip.embed_text(helpers.TEXTS[:3]) - ref_txt.numpy()).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_vit_b16_vision_tower_full_size_matches_transformers(tmp_path):
+  """The real ViT-B/16 CLIP image tower shapes (the models issue's CLIP variant), strict load."""
+  import torch
+  from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+  from synth_jax.models import clip_vision
+  torch.manual_seed(0)
+  cfg = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512)
+  ref = CLIPVisionModelWithProjection(cfg).eval()
+  ref.save_pretrained(str(tmp_path), safe_serialization=True)
+  state = weights.read_tensors(str(tmp_path / "model.safetensors"))
+  model = clip_vision.CLIPVisionModel.from_config(cfg.to_dict(), with_projection=True)
+  params = clip_vision.params_from_hf(state, model)
+  x = np.random.default_rng(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = ref(pixel_values=torch.from_numpy(x.transpose(0, 3, 1, 2))).image_embeds.numpy()
+  import jax
+  got = np.asarray(jax.jit(model.apply)({"params": params}, x)["image_embeds"])
+  diff = np.abs(got - want).max()
+  print(f"ViT-B/16 CLIP vision parity: max-abs {diff:.2e} (embeds up to {np.abs(want).max():.2f})")
+  assert diff <= 1e-4 * max(1.0, np.abs(want).max())

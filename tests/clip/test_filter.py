@@ -133,3 +133,14 @@ def test_filter_config_errors(setup, tmp_path):
     filter_lib.filter_dataset(_config(setup, str(tmp_path), drop_fraction=0.0, drop_misclassified=False))
   with pytest.raises(ConfigError, match="drop_fraction=1.5"):
     filter_lib.filter_dataset(_config(setup, str(tmp_path), drop_fraction=1.5))
+
+
+def test_class_names_take_disambiguated_names_from_prompts_json(tmp_path):
+  from ml_collections import ConfigDict
+  path = tmp_path / "prompts.json"
+  path.write_text(json.dumps({"classes": [
+      {"id": 0, "name": "crane", "disambiguated": "crane, a large wading bird", "prompts": []},
+      {"id": 1, "name": "tabby_cat", "disambiguated": "", "prompts": []}]}))
+  names = filter_lib._class_names(ConfigDict({"prompts_json": str(path)}),
+                                  ["crane", "tabby_cat", "jet"])
+  assert names == ["crane, a large wading bird", "tabby cat", "jet"]
