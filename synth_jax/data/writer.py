@@ -131,7 +131,13 @@ class DatasetWriter:
           channels = feat.shape[-1] if feat.shape[-1] in (1, 3) else 3
           ex[key] = _io.BytesIO(encode_image(value, feat.encoding_format or "png",
                                              self.jpeg_quality, channels))
-    return self.features.serialize_example(self.features.encode_example(ex))
+    raw = self.features.serialize_example(self.features.encode_example(ex))
+    # tf.train.Example holds a protobuf map, serialized in hash order that changes from process to
+    # process; re-serialize with sorted keys so a shard's bytes depend only on its examples (a
+    # resumed job must reproduce an uninterrupted one byte for byte).
+    from tensorflow_datasets.core import example_serializer
+    proto = example_serializer.tf_example_pb2.Example.FromString(raw)
+    return proto.SerializeToString(deterministic=True)
 
   def shard_path(self, split: str, index: int, num_shards: int) -> str:
     return os.path.join(self.dataset_dir, shard_name(self.name, split, index, num_shards))

@@ -1,0 +1,240 @@
+"""`synth-jax generate`: prompts -> a labelled, tfds-readable synthetic dataset, resumable.
+
+    synth-jax generate --config configs/generate/base.py:model=/models/sd15,classes=cars.txt \
+        --config.workdir=runs/gen/cars
+
+Reads `prompts.json` (config.prompts_path, the prompts stage's artifact) or, without it, class
+names + a template. Image i of class c gets its seed and its prompt from (config.seed, c, i) only,
+so the dataset is the same on 1 or 64 devices, in one run or after any number of interruptions.
+Images go into shards of `images_per_shard` in class-major order; a shard is written to a temp
+name and renamed when complete (`data.writer`), so a rerun skips complete shards and redoes the
+partial one, never duplicating an image. Process p of P writes shards p, p+P, ...; process 0
+finalizes the dataset (`<workdir>/synthetic/1.0.0`) and writes one contact sheet per class.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from synth_jax import faults, io, runs
+from synth_jax.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+SPLIT = "train"
+SHEET = 16  # images per contact sheet (4 x 4)
+
+
+def validate(config) -> None:
+  """Every config mistake is found here, before any model is loaded."""
+  n = int(config.images_per_class)
+  if n <= 0:
+    raise ConfigError(f"images_per_class={n} must be >= 1; pass e.g. --config.images_per_class=100")
+  res = int(config.get("resolution") or 0)
+  if res and res % 8:
+    raise ConfigError(f"resolution={res} is not divisible by 8 (the VAE's downscale); use e.g. "
+                      f"{max(8, res // 8 * 8)} or {res // 8 * 8 + 8}")
+  g = float(config.guidance)
+  if not 0.0 <= g <= 50.0:
+    raise ConfigError(f"guidance={g} is outside [0, 50]; Stable Diffusion is usually run at 5-10")
+  if int(config.steps) < 1:
+    raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=25")
+  if int(config.batch_size) < 1:
+    raise ConfigError(f"batch_size={config.batch_size} must be >= 1")
+  if int(config.images_per_shard) < 1:
+    raise ConfigError(f"images_per_shard={config.images_per_shard} must be >= 1")
+
+
+# ---- what to generate ---------------------------------------------------------------------------
+def load_classes(config) -> list[dict]:
+  """[{id, name, prompts: [{text, kind}]}] from prompts.json, or class_names + template."""
+  path = config.get("prompts_path") or ""
+  if path:
+    if not os.path.isfile(path):
+      raise ConfigError(f"prompts_path={path!r} does not exist; run `synth-jax prompts` first or "
+                        "pass --config.prompts_path=''")
+    try:
+      with open(path) as f:
+        classes = json.load(f)["classes"]
+    except (ValueError, KeyError, TypeError):
+      raise DataError(f"{path} is not a prompts.json artifact (needs a 'classes' list); "
+                      "regenerate it with `synth-jax prompts`") from None
+    out = []
+    for i, c in enumerate(classes):
+      prompts = [p for p in c.get("prompts", []) if p.get("text")]
+      if not prompts:
+        raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts stage")
+      out.append({"id": int(c.get("id", i)), "name": c["name"], "prompts": prompts})
+    return out
+  names = config.get("class_names") or []
+  if isinstance(names, str):
+    if os.path.isfile(names):
+      with open(names) as f:
+        names = [line.strip() for line in f if line.strip()]
+    elif "," in names:  # --config.class_names=cat,dog,bird
+      names = [n.strip() for n in names.split(",") if n.strip()]
+    else:
+      raise ConfigError(f"class_names={names!r} is neither a text file (one class per line) nor "
+                        "a comma-separated list; check the path")
+  names = list(names)
+  if not names:
+    raise ConfigError("no classes: pass --config.prompts_path=prompts.json or "
+                      "--config.class_names=classes.txt (one per line)")
+  template = str(config.template)
+  if "{}" not in template:
+    raise ConfigError(f"template={template!r} has no '{{}}' for the class name; e.g. 'a photo of a {{}}'")
+  return [{"id": i, "name": n, "prompts": [{"text": template.format(n.replace("_", " ")),
+                                            "kind": "template"}]} for i, n in enumerate(names)]
+
+
+def selected(classes: list[dict], subset: Sequence[str] | None) -> list[dict]:
+  if not subset:
+    return classes
+  by_name = {c["name"]: c for c in classes}
+  unknown = [s for s in subset if s not in by_name]
+  if unknown:
+    import difflib
+    hint = {u: difflib.get_close_matches(u, list(by_name), 3) for u in unknown}
+    raise ConfigError(f"unknown class name(s) {unknown} in config.classes; close matches: {hint}")
+  return [by_name[s] for s in subset]
+
+
+def item_seed(seed: int, class_id: int, index: int) -> int:
+  """The uint32 noise seed of image `index` of class `class_id`."""
+  return int(np.random.SeedSequence([seed, 0, class_id, index]).generate_state(1)[0])
+
+
+def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, index: int) -> str:
+  """A prompt drawn by (seed, class, index), each prompt weighted by its kind's weight."""
+  w = np.array([float(weights.get(p.get("kind", "template"), 1.0)) if weights else 1.0
+                for p in prompts])
+  if w.sum() <= 0:
+    raise ConfigError(f"prompt_weights={weights} gives every prompt weight 0; give some kind a "
+                      "positive weight")
+  rng = np.random.default_rng(np.random.SeedSequence([seed, 1, class_id, index]))
+  return prompts[int(rng.choice(len(prompts), p=w / w.sum()))]["text"]
+
+
+def plan_items(config, classes: list[dict]) -> list[dict]:
+  weights = dict(config.get("prompt_weights") or {})
+  return [{"label": c["id"], "class_name": c["name"], "index": i,
+           "prompt": pick_prompt(c["prompts"], weights, config.seed, c["id"], i),
+           "seed": item_seed(config.seed, c["id"], i)}
+          for c in classes for i in range(int(config.images_per_class))]
+
+
+# ---- the job ------------------------------------------------------------------------------------
+def _default_sampler(config):
+  from synth_jax.diffusion import sampler
+  return sampler.Sampler.from_config(config)
+
+
+def _features(all_classes: list[dict]):
+  from synth_jax.data import writer
+  return writer.image_features([c["name"] for c in all_classes], "png",
+                               extras={"class_name": "text", "prompt": "text", "seed": "int64"})
+
+
+def dataset_dir(config) -> str:
+  from synth_jax.data import writer
+  return os.path.join(runs.workdir(config), "synthetic", writer.VERSION)
+
+
+def _render(sampler, config, items: list[dict]) -> list[np.ndarray]:
+  """Images for `items`, in batches of the sampler's size (the last one padded by repetition)."""
+  b = sampler.batch_size
+  out = []
+  for start in range(0, len(items), b):
+    if runs.should_stop():
+      raise runs.Preempted("generate: SIGTERM received; complete shards are kept, rerun the same "
+                           "command to continue")
+    chunk = items[start:start + b]
+    padded = chunk + [chunk[-1]] * (b - len(chunk))
+    images = sampler([it["prompt"] for it in padded], str(config.negative_prompt),
+                     np.array([it["seed"] for it in padded], np.uint32), float(config.guidance))
+    out.extend(np.asarray(images)[:len(chunk)])
+    faults.point("generate_batch")
+  return out
+
+
+def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str:
+  """Writes (or completes) the synthetic dataset; returns its directory."""
+  import jax
+  from synth_jax.data import writer as writer_lib
+  validate(config)
+  if sampler_factory is None and not os.path.isdir(os.path.expanduser(config.model_path or "")):
+    from synth_jax.errors import WeightsError  # before anything is written
+    raise WeightsError(f"pipeline folder {config.model_path!r} does not exist; pass a diffusers "
+                       "Stable Diffusion folder: --config.model_path=/path/to/sd")
+  workdir = runs.workdir(config)
+  all_classes = load_classes(config)
+  items = plan_items(config, selected(all_classes, list(config.get("classes") or [])))
+  per_shard = int(config.images_per_shard)
+  num_shards = math.ceil(len(items) / per_shard)
+  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(all_classes),
+                               description="synthetic images from synth-jax generate")
+  if os.path.exists(os.path.join(w.dataset_dir, "dataset_info.json")):
+    log.info("%s is complete: nothing to generate", w.dataset_dir)
+    return w.dataset_dir
+  pid, procs = jax.process_index(), jax.process_count()
+  mine = [k for k in range(pid, num_shards, procs)]
+  todo = [k for k in mine if not w.shard_complete(SPLIT, k, num_shards)]
+  done_images = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in mine if k not in todo)
+  total = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in mine)
+  log.info("generate: %d images in %d shards (%d to write here), %d classes", len(items),
+           num_shards, len(todo), len(all_classes))
+  if todo:
+    sampler = (sampler_factory or _default_sampler)(config)
+    bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")
+    for k in todo:
+      part = items[k * per_shard:(k + 1) * per_shard]
+      images = _render(sampler, config, part)
+      w.write_shard(SPLIT, k, num_shards, (
+          {"image": im, "label": it["label"], "class_name": it["class_name"],
+           "prompt": it["prompt"], "seed": it["seed"]} for im, it in zip(images, part)))
+      bar.update(len(part))
+      faults.point("generate_shard")
+    bar.close()
+  if pid != 0:
+    return w.dataset_dir
+  while not all(w.shard_complete(SPLIT, k, num_shards) for k in range(num_shards)):
+    log.info("waiting for the other processes' shards ...")  # multi-host: process 0 finalizes
+    time.sleep(10)
+  meta = {k: config.get(k) for k in ("model_path", "steps", "guidance", "scheduler", "resolution",
+                                     "negative_prompt", "seed", "style_token_path")}
+  path = w.finalize([SPLIT], metadata={"generator": json.loads(json.dumps(meta, default=str))})
+  write_contact_sheets(path, workdir, items)
+  return path
+
+
+def write_contact_sheets(dataset: str, out_dir: str, items: list[dict]) -> list[str]:
+  """contact_sheet_<class>.png: the first 16 images of each class, 4 per row."""
+  from PIL import Image
+  from synth_jax.data import sources
+  split = sources.open_split(dataset, SPLIT)
+  first: dict[str, list[int]] = {}
+  for pos, it in enumerate(items):
+    first.setdefault(it["class_name"], [])
+    if len(first[it["class_name"]]) < SHEET:
+      first[it["class_name"]].append(pos)
+  paths = []
+  for name, positions in first.items():
+    tiles = [Image.open(_io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
+    w, h = tiles[0].size
+    cols = min(4, len(tiles))
+    sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
+    for i, tile in enumerate(tiles):
+      sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
+    buf = _io.BytesIO()
+    sheet.save(buf, format="PNG")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
+    io.write_bytes(path, buf.getvalue())
+    paths.append(path)
+  return paths

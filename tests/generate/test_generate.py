@@ -1,0 +1,180 @@
+"""The generate job: artifact format, determinism, resume after kill -9 / SIGTERM, bad configs."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from synth_jax import config as config_lib
+from synth_jax.diffusion import generate
+from synth_jax.errors import ConfigError
+from tests.generate.fake import FakeSampler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = os.path.join(ROOT, "configs", "generate", "base.py")
+
+
+def _config(workdir, *overrides, arg="n=5,resolution=16"):
+  return config_lib.load_config(f"{BASE}:{arg}", [f"workdir={workdir}", "class_names=cat,dog,bird",
+                                                  "batch_size=2", "images_per_shard=4",
+                                                  *overrides])
+
+
+def _run(cfg, delay=0.0):
+  samplers = []
+  def factory(c):
+    samplers.append(FakeSampler(c, delay))
+    return samplers[-1]
+  return generate.generate(cfg, factory), samplers
+
+
+def _digest(dataset_dir):
+  """sha256 of every shard (the dataset bytes) and the records' metadata."""
+  names = sorted(n for n in os.listdir(dataset_dir) if ".array_record-" in n)
+  return {n: hashlib.sha256(open(os.path.join(dataset_dir, n), "rb").read()).hexdigest()
+          for n in names}
+
+
+def _env():
+  return {**os.environ, "PYTHONPATH": ROOT, "SYNTH_JAX_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+
+
+def test_dataset_readable_with_labels_prompts_seeds(tmp_path):
+  import tensorflow_datasets as tfds
+  from synth_jax.data import synthetic
+  path, (sampler,) = _run(_config(tmp_path / "g"))
+  builder = tfds.builder_from_directory(path)
+  assert builder.info.features["label"].names == ["cat", "dog", "bird"]
+  source = builder.as_data_source("train")
+  assert len(source) == 15
+  rows = [source[i] for i in range(15)]
+  assert [int(r["label"]) for r in rows] == [0] * 5 + [1] * 5 + [2] * 5
+  assert {r["class_name"].decode() if isinstance(r["class_name"], bytes) else r["class_name"]
+          for r in rows} == {"cat", "dog", "bird"}
+  prompt = rows[6]["prompt"]
+  prompt = prompt.decode() if isinstance(prompt, bytes) else prompt
+  assert prompt == "a photo of a dog"
+  assert int(rows[6]["seed"]) == generate.item_seed(0, 1, 1)
+  expected = FakeSampler(_config(tmp_path / "x"))([prompt], "", [generate.item_seed(0, 1, 1)], 7.5)[0]
+  np.testing.assert_array_equal(np.asarray(rows[6]["image"]), expected)
+  # our reader maps the synthetic labels to a real dataset's order by name
+  stream = synthetic.open_synthetic(path, ["bird", "cat", "dog"])
+  assert stream.label_map.tolist() == [1, 2, 0]
+  assert {f"contact_sheet_{c}.png" for c in ("cat", "dog", "bird")} <= set(os.listdir(tmp_path / "g"))
+  # rerunning a finished job does nothing
+  _, samplers = _run(_config(tmp_path / "g"))
+  assert samplers == []
+
+
+def test_same_images_for_any_batch_size(tmp_path):
+  a, _ = _run(_config(tmp_path / "a", "batch_size=2"))
+  b, _ = _run(_config(tmp_path / "b", "batch_size=8"))
+  assert _digest(a) == _digest(b)
+
+
+def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
+  prompts = {"classes": [{"id": 0, "name": "cat", "prompts": [
+      {"text": "a photo of a cat", "kind": "template"},
+      {"text": "a cat in a kitchen", "kind": "cd"}, {"text": "a cat, watercolor", "kind": "sd"}]}]}
+  path = tmp_path / "prompts.json"
+  path.write_text(json.dumps(prompts))
+  cfg = _config(tmp_path / "p", f"prompts_path={path}", "images_per_class=40")
+  items = generate.plan_items(cfg, generate.load_classes(cfg))
+  assert items == generate.plan_items(cfg, generate.load_classes(cfg))
+  assert {it["prompt"] for it in items} == {p["text"] for p in prompts["classes"][0]["prompts"]}
+  cfg.prompt_weights = {"template": 0.0, "cd": 1.0, "sd": 0.0}
+  assert {it["prompt"] for it in generate.plan_items(cfg, generate.load_classes(cfg))} == {
+      "a cat in a kitchen"}
+
+
+@pytest.mark.parametrize("point", ["generate_shard:2", "generate_batch:3", "atomic_write:2"])
+def test_kill9_then_rerun_equals_uninterrupted(tmp_path, point):
+  ref, _ = _run(_config(tmp_path / "ref"))
+  work = str(tmp_path / "killed")
+  cmd = [sys.executable, "-m", "tests.generate.fake", work]
+  killed = subprocess.run(cmd, cwd=ROOT, env={**_env(), "SYNTH_JAX_KILL_AT": point},
+                          capture_output=True, text=True, timeout=300)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  out = os.path.join(work, "synthetic", "1.0.0")
+  assert _digest(out) == _digest(ref)
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_sigterm_keeps_shards_and_exits_0(tmp_path):
+  work = str(tmp_path / "t")
+  cmd = [sys.executable, "-m", "tests.generate.fake", work, "0.3"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  out = os.path.join(work, "synthetic", "1.0.0")
+  deadline = time.time() + 120
+  while time.time() < deadline and not (
+      os.path.isdir(out) and any(".array_record-" in n for n in os.listdir(out))):
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  stdout, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-2000:]
+  assert "SIGTERM" in stdout + stderr
+  assert not os.path.exists(os.path.join(out, "dataset_info.json"))
+  again = subprocess.run(cmd[:-1], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  ref, _ = _run(_config(tmp_path / "ref"))
+  assert _digest(out) == _digest(ref)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("images_per_class=0", "images_per_class=0 must be >= 1"),
+    ("resolution=100", "resolution=100 is not divisible by 8"),
+    ("guidance=80.0", "guidance=80.0 is outside \\[0, 50\\]"),
+    ("steps=0", "steps=0 must be >= 1"),
+    ("template=a photo", "has no '{}'"),
+])
+def test_bad_config_is_one_line(tmp_path, override, message):
+  with pytest.raises(ConfigError, match=message) as e:
+    _run(_config(tmp_path / "bad", override))
+  assert "\n" not in str(e.value)
+
+
+def test_unknown_class_name_lists_close_matches(tmp_path):
+  cfg = _config(tmp_path / "u")
+  cfg.classes = ["dgo"]
+  with pytest.raises(ConfigError, match=r"unknown class name\(s\) \['dgo'\].*'dog'"):
+    _run(cfg)
+
+
+def test_cli_missing_model_folder_is_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "synth_jax.cli", "generate", "--config", f"{BASE}:model={tmp_path}/nope",
+       f"--config.workdir={tmp_path}/w", "--config.class_names=cat,dog"],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  lines = [l for l in out.stderr.strip().splitlines() if not l.startswith("20")]  # log lines
+  assert lines[-1].startswith("error: pipeline folder") and "nope" in lines[-1]
+  assert not os.path.exists(tmp_path / "w" / "synthetic")
+  assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_real_sampler_cli_kill9_resume_same_bytes(tmp_path):
+  """The tiny SD through the CLI: killed after the first shard, resumed == uninterrupted."""
+  from synth_jax.diffusion import tiny
+  model = tiny.make_tiny_pipeline(str(tmp_path / "sd"), sample_size=8)
+  def cli(workdir, env):
+    return subprocess.run(
+        [sys.executable, "-m", "synth_jax.cli", "generate", "--config", f"{BASE}:model={model},n=3,resolution=16",
+         f"--config.workdir={workdir}", "--config.class_names=cat,dog", "--config.batch_size=8",
+         "--config.images_per_shard=2", "--config.steps=2", "--config.dtype=float32"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  ref = cli(tmp_path / "ref", _env())
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  killed = cli(tmp_path / "k", {**_env(), "SYNTH_JAX_KILL_AT": "generate_shard:1"})
+  assert killed.returncode == -signal.SIGKILL
+  again = cli(tmp_path / "k", _env())
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert _digest(tmp_path / "k" / "synthetic" / "1.0.0") == _digest(tmp_path / "ref" / "synthetic" / "1.0.0")
