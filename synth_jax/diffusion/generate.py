@@ -49,6 +49,13 @@ def validate(config) -> None:
     raise ConfigError(f"batch_size={config.batch_size} must be >= 1")
   if int(config.images_per_shard) < 1:
     raise ConfigError(f"images_per_shard={config.images_per_shard} must be >= 1")
+  # The sampler's mesh spans this process's devices only (no cross-host lockstep; see sampler.py),
+  # so the batch must split over the local data-parallel devices. Checked here, before the model
+  # loads, with the same mesh the sampler will build.
+  import jax
+  from synth_jax import sharding
+  mesh = sharding.make_mesh(config.get("mesh"), devices=jax.local_devices())
+  sharding.check_batch(mesh, int(config.batch_size))
 
 
 # ---- what to generate ---------------------------------------------------------------------------
@@ -69,7 +76,8 @@ def load_classes(config) -> list[dict]:
     for i, c in enumerate(classes):
       prompts = [p for p in c.get("prompts", []) if p.get("text")]
       if not prompts:
-        raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts stage")
+        raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts "
+                        "stage")
       out.append({"id": int(c.get("id", i)), "name": c["name"], "prompts": prompts})
     return out
   names = config.get("class_names") or []
@@ -88,7 +96,8 @@ def load_classes(config) -> list[dict]:
                       "--config.class_names=classes.txt (one per line)")
   template = str(config.template)
   if "{}" not in template:
-    raise ConfigError(f"template={template!r} has no '{{}}' for the class name; e.g. 'a photo of a {{}}'")
+    raise ConfigError(f"template={template!r} has no '{{}}' for the class name; "
+                      "e.g. 'a photo of a {}'")
   return [{"id": i, "name": n, "prompts": [{"text": template.format(n.replace("_", " ")),
                                             "kind": "template"}]} for i, n in enumerate(names)]
 
@@ -110,23 +119,48 @@ def item_seed(seed: int, class_id: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, 0, class_id, index]).generate_state(1)[0])
 
 
-def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, index: int) -> str:
-  """A prompt drawn by (seed, class, index), each prompt weighted by its kind's weight."""
-  w = np.array([float(weights.get(p.get("kind", "template"), 1.0)) if weights else 1.0
-                for p in prompts])
-  if w.sum() <= 0:
-    raise ConfigError(f"prompt_weights={weights} gives every prompt weight 0; give some kind a "
-                      "positive weight")
+def kind_weights(prompts: list[dict], weights: dict, class_name: str) -> dict[str, float]:
+  """{kind: weight} over the kinds this class has; {} weighs each kind 1, else unlisted kinds 0."""
+  present = list(dict.fromkeys(p.get("kind", "template") for p in prompts))
+  w = {k: (float(weights.get(k, 0.0)) if weights else 1.0) for k in present}
+  if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
+    raise ConfigError(f"prompt_weights={dict(weights)} gives class {class_name!r} "
+                      f"(kinds {present}) no positive weight; give one of its kinds a weight > 0")
+  return w
+
+
+def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, index: int,
+                class_name: str = "") -> dict:
+  """The prompt of image `index` of class `class_id`: a kind by its weight, then one of its prompts.
+
+  Weights are per kind, not per prompt, so 80 templates and 8 CD prompts at {'template': 1,
+  'cd': 1} give half the images each. The draw depends on (seed, class_id, index) only.
+  """
+  w = kind_weights(prompts, weights, class_name or str(class_id))
+  kinds = list(w)
+  p = np.array([w[k] for k in kinds], np.float64)
   rng = np.random.default_rng(np.random.SeedSequence([seed, 1, class_id, index]))
-  return prompts[int(rng.choice(len(prompts), p=w / w.sum()))]["text"]
+  kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+  pool = [q for q in prompts if q.get("kind", "template") == kind]
+  return pool[int(rng.integers(len(pool)))]
 
 
 def plan_items(config, classes: list[dict]) -> list[dict]:
+  """One dict per image (label, class_name, index, prompt, kind, seed), class-major."""
   weights = dict(config.get("prompt_weights") or {})
-  return [{"label": c["id"], "class_name": c["name"], "index": i,
-           "prompt": pick_prompt(c["prompts"], weights, config.seed, c["id"], i),
-           "seed": item_seed(config.seed, c["id"], i)}
-          for c in classes for i in range(int(config.images_per_class))]
+  items = []
+  for c in classes:
+    for i in range(int(config.images_per_class)):
+      p = pick_prompt(c["prompts"], weights, config.seed, c["id"], i, c["name"])
+      items.append({"label": c["id"], "class_name": c["name"], "index": i, "prompt": p["text"],
+                    "kind": p.get("kind", "template"), "seed": item_seed(config.seed, c["id"], i)})
+  if not config.get("style_token_path"):
+    dsi = next((it for it in items if it["kind"] == "dsi"), None)
+    if dsi:  # without the learned embedding the token is just split into sub-words
+      raise ConfigError(f"prompt {dsi['prompt']!r} is a DSI prompt but style_token_path is empty; "
+                        "pass --config.style_token_path=.../learned_embeds.safetensors or "
+                        "prompt_weights without 'dsi'")
+  return items
 
 
 # ---- the job ------------------------------------------------------------------------------------

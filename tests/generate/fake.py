@@ -8,6 +8,7 @@ import numpy as np
 
 class FakeSampler:
   def __init__(self, config, delay: float = 0.0):
+    self.config = config
     self.batch_size = int(config.batch_size)
     self.size = int(config.resolution or 16)
     self.delay = delay
@@ -29,7 +30,8 @@ def main():
   from synth_jax.diffusion import generate
   cfg = config_lib.load_config("configs/generate/base.py:n=5,resolution=16",
                                [f"--config.workdir={sys.argv[1]}", "--config.class_names=cat,dog,bird",
-                                "--config.batch_size=2", "--config.images_per_shard=4"])
+                                "--config.batch_size=2", "--config.images_per_shard=4",
+                                "--config.mesh.data=2", "--config.mesh.tensor=-1"])
   delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
   try:
     runs.run_stage("generate", lambda c: generate.generate(c, lambda c: FakeSampler(c, delay)), cfg)

@@ -17,11 +17,13 @@ from tests.generate.fake import FakeSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs", "generate", "base.py")
+MESH = ("mesh.data=2", "mesh.tensor=-1")  # 8 fake devices, 2 data-parallel: batch 2, 4, 8 divide
 
 
 def _config(workdir, *overrides, arg="n=5,resolution=16"):
   return config_lib.load_config(f"{BASE}:{arg}", [f"workdir={workdir}", "class_names=cat,dog,bird",
                                                   "batch_size=2", "images_per_shard=4",
+                                                  *MESH,
                                                   *overrides])
 
 
@@ -77,19 +79,63 @@ def test_same_images_for_any_batch_size(tmp_path):
   assert _digest(a) == _digest(b)
 
 
-def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
-  prompts = {"classes": [{"id": 0, "name": "cat", "prompts": [
-      {"text": "a photo of a cat", "kind": "template"},
-      {"text": "a cat in a kitchen", "kind": "cd"}, {"text": "a cat, watercolor", "kind": "sd"}]}]}
+def _prompts_json(tmp_path, prompts):
   path = tmp_path / "prompts.json"
-  path.write_text(json.dumps(prompts))
-  cfg = _config(tmp_path / "p", f"prompts_path={path}", "images_per_class=40")
+  path.write_text(json.dumps({"classes": [{"id": 0, "name": "cat", "prompts": prompts}],
+                              "meta": {}}))
+  return str(path)
+
+
+def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
+  prompts = [{"text": f"a photo of a cat ({i})", "kind": "template"} for i in range(3)] + [
+      {"text": "a cat in a kitchen", "kind": "cd"}, {"text": "a cat, watercolor", "kind": "sd"}]
+  cfg = _config(tmp_path / "p", f"prompts_path={_prompts_json(tmp_path, prompts)}",
+                "images_per_class=300")
   items = generate.plan_items(cfg, generate.load_classes(cfg))
   assert items == generate.plan_items(cfg, generate.load_classes(cfg))
-  assert {it["prompt"] for it in items} == {p["text"] for p in prompts["classes"][0]["prompts"]}
-  cfg.prompt_weights = {"template": 0.0, "cd": 1.0, "sd": 0.0}
+  assert {it["prompt"] for it in items} == {p["text"] for p in prompts}
+  # weights are per kind: 3 templates and 1 cd prompt each get a third of the images
+  kinds = [it["kind"] for it in items]
+  assert all(70 <= kinds.count(k) <= 130 for k in ("template", "cd", "sd")), kinds
+  # the first images keep their prompts when more are asked for (index-wise draws)
+  cfg.images_per_class = 10
+  assert generate.plan_items(cfg, generate.load_classes(cfg)) == items[:10]
+  cfg.images_per_class = 300
+  cfg.prompt_weights.template = 0.0
+  cfg.prompt_weights.sd = 0.0
   assert {it["prompt"] for it in generate.plan_items(cfg, generate.load_classes(cfg))} == {
       "a cat in a kitchen"}
+  cfg.prompt_weights.cd = 0.0
+  with pytest.raises(ConfigError, match=r"gives class 'cat' \(kinds \['template', 'cd', 'sd'\]\)"):
+    generate.plan_items(cfg, generate.load_classes(cfg))
+
+
+def test_dsi_prompt_needs_style_token(tmp_path):
+  prompts = [{"text": "a cat photo in the style of <dsi>", "kind": "dsi"}]
+  cfg = _config(tmp_path / "d", f"prompts_path={_prompts_json(tmp_path, prompts)}")
+  with pytest.raises(ConfigError, match="style_token_path is empty") as e:
+    _run(cfg)
+  assert "\n" not in str(e.value)
+  cfg.style_token_path = str(tmp_path / "learned_embeds.safetensors")  # passed on to the sampler
+  path, (sampler,) = _run(cfg)
+  assert sampler.config.style_token_path == cfg.style_token_path
+
+
+def test_multi_host_processes_write_their_own_shards(tmp_path, monkeypatch):
+  """Process p of 2 writes shards p, p+2, ...; process 0 finalizes; same bytes as one process."""
+  import jax
+  ref, _ = _run(_config(tmp_path / "ref"))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  out, (s1,) = _run(_config(tmp_path / "mh"))
+  assert sorted(n.split("-")[-3] for n in os.listdir(out) if ".array_record-" in n) == [
+      "00001", "00003"]  # 15 images in shards of 4: shards 1 and 3 (4 + 3 images)
+  assert not os.path.exists(os.path.join(out, "dataset_info.json"))
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  out, (s0,) = _run(_config(tmp_path / "mh"))
+  assert s0.calls == 2 * 2 and s1.calls == 2 + 2  # batch 2: shards 0, 2 (8 imgs) / 1, 3 (7 imgs)
+  assert _digest(out) == _digest(ref)
+  assert os.path.exists(os.path.join(out, "dataset_info.json"))
 
 
 @pytest.mark.parametrize("point", ["generate_shard:2", "generate_batch:3", "atomic_write:2"])
@@ -138,6 +184,24 @@ def test_sigterm_keeps_shards_and_exits_0(tmp_path):
 def test_bad_config_is_one_line(tmp_path, override, message):
   with pytest.raises(ConfigError, match=message) as e:
     _run(_config(tmp_path / "bad", override))
+  assert "\n" not in str(e.value)
+
+
+def test_batch_not_divisible_by_data_devices(tmp_path):
+  from synth_jax.errors import MeshError
+  cfg = _config(tmp_path / "m", "batch_size=4", "mesh.data=-1", "mesh.tensor=1")  # 8 devices
+  with pytest.raises(MeshError, match="batch_size=4 does not divide over 8") as e:
+    _run(cfg)
+  assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "m" / "synthetic")
+
+
+def test_broken_model_folder_is_one_line_weights_error(tmp_path):
+  """The real sampler factory's WeightsError (folder present, no model_index.json) propagates."""
+  from synth_jax.errors import WeightsError
+  (tmp_path / "sd").mkdir()
+  cfg = _config(tmp_path / "w", f"model_path={tmp_path / 'sd'}")
+  with pytest.raises(WeightsError, match="model_index.json") as e:
+    generate.generate(cfg)
   assert "\n" not in str(e.value)
 
 
