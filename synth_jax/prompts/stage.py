@@ -1,0 +1,176 @@
+"""`synth-jax prompts`: class names -> prompts.json (templates, LLM+CLIP disambiguation, CD, SD, DSI).
+
+    synth-jax prompts --config configs/prompts/base.py:classes=classes.txt \
+        --config.workdir=runs/prompts/cars
+    synth-jax prompts --config configs/prompts/yu.py:dataset=cars,llm=answers.json,clip=/models/clip \
+        --config.workdir=runs/prompts/cars
+
+Classes are processed in id order; each finished class is written into `<workdir>/prompts.json`
+at once (atomically), with its LLM answers and CLIP scores, so an interrupted run resumes without
+asking the LLM again for finished classes, and a rerun of a finished run makes no LLM or CLIP call
+and rewrites the same bytes. Every random choice comes from (config.seed, class id).
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from synth_jax import faults, runs
+from synth_jax.errors import ConfigError
+from synth_jax.prompts import artifact, classnames, disambiguate, diversify, llm, templates
+
+log = logging.getLogger(__name__)
+
+
+def _seed(seed: int, class_id: int, what: int) -> int:
+  """An LLM seed for (run seed, class, request kind): stable across resumes and class subsets."""
+  return int(np.random.SeedSequence([int(seed), 3, int(class_id), what]).generate_state(1)[0])
+
+
+def validate(config) -> list[str]:
+  """Every config mistake before any model or dataset is opened; returns the strategies."""
+  strategies = diversify.check_strategies(list(config.strategies))
+  needs_llm = "cd" in strategies or config.disambiguate.enabled
+  if needs_llm and not config.llm.get("kind"):
+    raise ConfigError("cd and disambiguation need an LLM: set --config.llm.kind=json|hf|http "
+                      "(and llm.path or llm.base_url)")
+  if config.disambiguate.enabled and not config.disambiguate.get("clip"):
+    raise ConfigError("disambiguate.enabled needs a CLIP: pass --config.disambiguate.clip=PATH "
+                      "(HF CLIP folder or OpenCLIP checkpoint)")
+  if "sd" in strategies and not list(config.sd.styles):
+    raise ConfigError("sd is on but sd.styles is empty; give styles, e.g. "
+                      "--config.sd.styles='a sketch,an oil painting'")
+  if int(config.cd.n) < 1 or int(config.cd.min_items) > int(config.cd.n):
+    raise ConfigError(f"cd.n={config.cd.n}, cd.min_items={config.cd.min_items}: need "
+                      "1 <= min_items <= n")
+  if int(config.llm.get("retries", 0)) < 0:
+    raise ConfigError(f"llm.retries={config.llm.retries} must be >= 0")
+  diversify.kind_weights([{"kind": k} for k in strategies], dict(config.weights), "(all)")
+  return strategies
+
+
+def _domain_key(config) -> str:
+  """The registry name that selects dataset suffixes ("cars" -> 'a type of car')."""
+  return config.get("domain") or (config.get("dataset") or "")
+
+
+def _identity(backend) -> str:
+  return getattr(backend, "identity", None) or type(backend).__name__
+
+
+class _Lazy:
+  """Builds the LLM / CLIP on first use: a rerun with everything cached loads neither."""
+
+  def __init__(self, factory):
+    self._factory, self._value = factory, None
+
+  def __call__(self):
+    if self._value is None:
+      self._value = self._factory()
+    return self._value
+
+
+def _load_clip(cfg):
+  from synth_jax.models import clip as clip_lib  # jax model + weights: only when needed
+  return clip_lib.load_clip(cfg.clip, cfg.get("dtype", "float32"),
+                            model_name=cfg.get("model_name") or None,
+                            batch_size=int(cfg.get("batch_size", 32)))
+
+
+def _llm_list(config, get_llm, cached, class_id, name, kind, prompt, n, min_items, what):
+  """(items, record, calls): the cached list if its key matches, else the LLM's."""
+  backend = get_llm()
+  seed = _seed(config.seed, class_id, what)
+  key = artifact.cache_key(_identity(backend), prompt, seed, n, min_items)
+  items = None if hasattr(backend, "lookup") else artifact.cached_items(cached, kind, key)
+  calls = 0
+  if items is None:
+    req = llm.ListRequest(kind, name, prompt, n=n, min_items=min_items)
+    items, calls = llm.ask_list(backend, req, seed=seed, retries=int(config.llm.retries))
+  return items, {"key": key, "items": items}, calls
+
+
+def build_class(config, strategies, class_id, name, source, get_llm, get_clip, cached) -> dict:
+  """One class's prompts.json entry (using and refreshing the caches in `cached`)."""
+  dom = _domain_key(config)
+  domain = templates.DOMAINS.get(dom, "")
+  plain = templates.readable(name)
+  entry = {"id": class_id, "name": name, "disambiguated": None, "prompt_name": plain}
+  llm_rec, calls = {}, 0
+  dis = config.disambiguate
+  if dis.enabled:
+    prompt = disambiguate.meanings_prompt(plain, domain=domain, n=int(dis.n))
+    cands, llm_rec["descriptions"], c = _llm_list(
+        config, get_llm, cached, class_id, name, "descriptions", prompt, int(dis.n), 1, 0)
+    calls += c
+    template = dis.get("template") or disambiguate.DEFAULT_TEMPLATE
+    k = int(dis.images_per_class)
+    key = artifact.cache_key(dis.clip, cands, template, k, int(config.seed))
+    choice = artifact.cached_choice(cached, key)
+    if choice is None:
+      images = source.images(name, k, int(config.seed))
+      choice = {**disambiguate.choose(get_clip(), cands, images, template=template,
+                                      class_name=name), "key": key}
+    entry["disambiguation"] = choice
+    entry["disambiguated"] = entry["prompt_name"] = choice["chosen"]
+  contexts = []
+  if "cd" in strategies:
+    prompt = diversify.contexts_prompt(entry["prompt_name"], domain=domain, n=int(config.cd.n))
+    contexts, llm_rec["contexts"], c = _llm_list(
+        config, get_llm, cached, class_id, name, "contexts", prompt, int(config.cd.n),
+        int(config.cd.min_items), 1)
+    calls += c
+  entry["prompts"] = diversify.class_prompts(
+      entry["prompt_name"], strategies, dataset=dom, family=config.template.family,
+      extra_templates=list(config.template.extra), contexts=contexts,
+      styles=list(config.sd.styles), token=config.dsi.token, cd_template=config.cd.template,
+      sd_template=config.sd.template, dsi_template=config.dsi.template)
+  if llm_rec:
+    entry["llm"] = llm_rec
+  entry["_calls"] = calls
+  return entry
+
+
+def prompts(config, *, llm_backend=None, clip_model=None) -> str:
+  """Runs the prompts stage; returns the path of prompts.json.
+
+  Args:
+    config: the ConfigDict of configs/prompts/base.py.
+    llm_backend: an object with `generate(prompt, *, seed)` (and `identity`), used instead of
+      config.llm (tests, or Python callers with their own LLM).
+    clip_model: an object with `embed_text` / `embed_images`, used instead of loading
+      config.disambiguate.clip.
+  """
+  run_dir = runs.workdir(config)
+  strategies = validate(config)
+  source = classnames.open_classes(config)
+  ids = classnames.subset(source.names, list(config.classes))
+  get_llm = _Lazy(lambda: llm_backend or llm.make_backend(config.llm))
+  get_clip = _Lazy(lambda: clip_model or _load_clip(config.disambiguate))
+  cached = artifact.read_cached(run_dir)
+  needs_llm = "cd" in strategies or config.disambiguate.enabled
+  meta = {"complete": False, "num_classes": len(source.names), "class_names": source.names,
+          "strategies": strategies, "weights": dict(config.weights), "seed": int(config.seed),
+          "llm": _identity(get_llm()) if needs_llm else None,
+          "clip": config.disambiguate.clip if config.disambiguate.enabled else None,
+          "dsi_token": config.dsi.token if "dsi" in strategies else None}
+  done, total_calls = [], 0
+  bar = runs.progress(ids, desc="prompts", unit="class")
+  for class_id in bar:
+    if runs.should_stop():
+      artifact.write(run_dir, done, meta)
+      raise runs.Preempted(f"prompts: {len(done)}/{len(ids)} classes saved in {run_dir}; "
+                           "rerun to continue")
+    entry = build_class(config, strategies, class_id, source.names[class_id], source, get_llm,
+                        get_clip, cached.get(class_id))
+    total_calls += entry.pop("_calls")
+    done.append(entry)
+    meta["complete"] = len(done) == len(ids)
+    artifact.write(run_dir, done, meta)  # after each class: a crash loses at most this one
+    faults.point("prompts_class")
+  path = os.path.join(run_dir, artifact.FILENAME)
+  log.info("prompts: %d classes, %d prompts, %d LLM calls -> %s", len(done),
+           sum(len(c["prompts"]) for c in done), total_calls, path)
+  return path
