@@ -88,9 +88,9 @@ def pick_prompt(entry: Mapping, seed: int, class_id: int, index: int,
   w = kind_weights(prompts, weights, entry.get("name", str(class_id)))
   kinds = list(w)
   p = np.array([w[k] for k in kinds], np.float64)
-  # Stream 2 of the stage-independent SeedSequence tree (generate uses 0 for noise, 1 for its own
-  # per-prompt draw), so this draw never correlates with the image noise.
-  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2, int(class_id), int(index)]))
+  # Stream 1 of the SeedSequence tree, as the generate job draws (stream 0 is the image noise):
+  # this function and synth_jax.diffusion.generate.pick_prompt give the same prompt per image.
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(class_id), int(index)]))
   kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
   pool = [q for q in prompts if q.get("kind", "template") == kind]
   return dict(pool[int(rng.integers(len(pool)))])

@@ -56,3 +56,12 @@ def test_pick_prompt_is_deterministic_and_weighted_by_kind():
   assert only_cd == {"cd"}
   with pytest.raises(ConfigError, match="no positive weight"):
     diversify.pick_prompt(e, 0, 3, 0, {"dsi": 1.0})
+
+
+def test_pick_prompt_matches_the_generate_job():
+  from synth_jax.diffusion import generate
+  e = _entry()
+  for w in ({}, {"template": 1, "cd": 3}, {"sd": 1.0, "cd": 0.5, "dsi": 2}):
+    ours = [diversify.pick_prompt(e, 5, 3, i, w) for i in range(300)]
+    theirs = [generate.pick_prompt(e["prompts"], w, 5, 3, i) for i in range(300)]
+    assert ours == theirs
