@@ -70,6 +70,12 @@ def scan_folder(root: str) -> tuple[dict[str, list[tuple[str, int]]], list[str]]
   if not any(splits.values()):
     raise DataError(f"image folder {root!r} has class folders but no images with extensions "
                     f"{IMAGE_EXTENSIONS}")
+  # A class with no images would train a head unit that never sees an example: refuse it.
+  for r in split_roots.values():
+    for c in _class_dirs(r):
+      if not _images_in(os.path.join(r, c)):
+        raise DataError(f"class folder {os.path.join(r, c)!r} has no images (extensions "
+                        f"{', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
   return splits, names
 
 

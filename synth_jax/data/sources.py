@@ -68,6 +68,22 @@ def _find_dataset_dir(path: str) -> str | None:
   return None
 
 
+# Up to this many bytes of shards are hashed on open; above it only sizes are compared (hashing
+# an ImageNet-sized set at every train start would cost minutes). Writers hash everything.
+_HASH_BYTES = 1 << 30
+
+
+def _verify_shards(directory: str, name: str, splits: Sequence[str]) -> None:
+  """Names a truncated or altered shard of `splits` (from the writer's manifest.json) on open."""
+  from synth_jax import io
+  manifest = io.read_manifest(directory)
+  files = sorted(f for f in manifest
+                 if any(f.startswith(f"{name}-{s}.array_record-") for s in splits))
+  check_hash = sum(manifest[f]["size"] for f in files) <= _HASH_BYTES
+  for f in files:
+    io.verify_file(directory, f, check_hash=check_hash)
+
+
 def open_split(dataset: str, split: str, data_dir: str | None = None,
                decode_images: bool = False) -> Split:
   """Opens one split of a dataset directory or a tfds name (see the module docstring)."""
@@ -90,6 +106,8 @@ def open_split(dataset: str, split: str, data_dir: str | None = None,
   if known and any(s not in known for s in simple):
     raise DataError(f"split {split!r} not in {builder.info.full_name} (has "
                     f"{sorted(builder.info.splits)}); pass one of those")
+  if found:
+    _verify_shards(found, builder.info.name, simple)
   if "image" not in builder.info.features:
     decoders = None
   try:

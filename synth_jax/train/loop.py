@@ -6,6 +6,7 @@ step (the sum over stages) and hold three items: `state` (step, params, batch_st
 iterator's state). A stage saves every `checkpoint_every` steps, at its end, and when SIGTERM
 arrives (`runs.should_stop()` -> save -> `runs.Preempted`). A checkpoint is never written from
 non-finite parameters, so after a TrainingError the latest checkpoint is the last good one.
+Every saved file's size and sha256 are recorded and checked before a restore (`integrity`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from synth_jax import faults, runs, sharding
 from synth_jax.errors import TrainingError
+from synth_jax.train import integrity
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def checkpoint_manager(workdir: str, keep: int):
 
 def read_meta(mngr, step: int) -> dict:
   import orbax.checkpoint as ocp
+  integrity.verify(mngr, step)  # a truncated/altered file is named here, not deep in orbax
   return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
 
@@ -43,6 +46,7 @@ def restore(mngr, step: int, template, iterator=None):
   """Restores `state` (shaped/sharded like `template`) and, if given, the data iterator."""
   import grain
   import orbax.checkpoint as ocp
+  integrity.check_compatible(mngr, step, template)
   items = {"state": ocp.args.StandardRestore(template)}
   if iterator is not None:
     items["data"] = grain.checkpoint.CheckpointRestore(iterator)
@@ -68,6 +72,7 @@ def save(mngr, step: int, state, meta: dict, iterator) -> None:
                                           meta=ocp.args.JsonSave(meta),
                                           data=grain.checkpoint.CheckpointSave(iterator)))
   mngr.wait_until_finished()
+  integrity.record(mngr, step)
 
 
 class Recorder:
