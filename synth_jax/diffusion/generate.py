@@ -119,30 +119,18 @@ def item_seed(seed: int, class_id: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, 0, class_id, index]).generate_state(1)[0])
 
 
-def kind_weights(prompts: list[dict], weights: dict, class_name: str) -> dict[str, float]:
-  """{kind: weight} over the kinds this class has; {} weighs each kind 1, else unlisted kinds 0."""
-  present = list(dict.fromkeys(p.get("kind", "template") for p in prompts))
-  w = {k: (float(weights.get(k, 0.0)) if weights else 1.0) for k in present}
-  if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
-    raise ConfigError(f"prompt_weights={dict(weights)} gives class {class_name!r} "
-                      f"(kinds {present}) no positive weight; give one of its kinds a weight > 0")
-  return w
-
-
 def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, index: int,
                 class_name: str = "") -> dict:
   """The prompt of image `index` of class `class_id`: a kind by its weight, then one of its prompts.
 
   Weights are per kind, not per prompt, so 80 templates and 8 CD prompts at {'template': 1,
-  'cd': 1} give half the images each. The draw depends on (seed, class_id, index) only.
+  'cd': 1} give half the images each; kinds missing from non-empty weights get 0. The draw is
+  the prompts stage's (`prompts.diversify.pick_prompt`, one definition) and depends on (seed,
+  class_id, index) only.
   """
-  w = kind_weights(prompts, weights, class_name or str(class_id))
-  kinds = list(w)
-  p = np.array([w[k] for k in kinds], np.float64)
-  rng = np.random.default_rng(np.random.SeedSequence([seed, 1, class_id, index]))
-  kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
-  pool = [q for q in prompts if q.get("kind", "template") == kind]
-  return pool[int(rng.integers(len(pool)))]
+  from synth_jax.prompts import diversify
+  entry = {"name": class_name or str(class_id), "prompts": prompts}
+  return diversify.pick_prompt(entry, seed, class_id, index, weights)
 
 
 def plan_items(config, classes: list[dict]) -> list[dict]:
@@ -190,7 +178,7 @@ def _render(sampler, config, items: list[dict]) -> list[np.ndarray]:
                            "command to continue")
     chunk = items[start:start + b]
     padded = chunk + [chunk[-1]] * (b - len(chunk))
-    images = sampler([it["prompt"] for it in padded], str(config.negative_prompt),
+    images = sampler([it["prompt"] for it in padded], [str(config.negative_prompt)] * b,
                      np.array([it["seed"] for it in padded], np.uint32), float(config.guidance))
     out.extend(np.asarray(images)[:len(chunk)])
     faults.point("generate_batch")

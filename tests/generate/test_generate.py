@@ -106,7 +106,7 @@ def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
   assert {it["prompt"] for it in generate.plan_items(cfg, generate.load_classes(cfg))} == {
       "a cat in a kitchen"}
   cfg.prompt_weights.cd = 0.0
-  with pytest.raises(ConfigError, match=r"gives class 'cat' \(kinds \['template', 'cd', 'sd'\]\)"):
+  with pytest.raises(ConfigError, match=r"class 'cat' \(kinds \['template', 'cd', 'sd'\]\) no pos"):
     generate.plan_items(cfg, generate.load_classes(cfg))
 
 
