@@ -67,7 +67,8 @@ def cached_choice(entry: dict | None, key: str) -> dict | None:
 def write(run_dir: str, classes: list[dict], meta: dict) -> str:
   """Writes `run_dir/prompts.json` atomically (classes in id order) and returns its path."""
   path = os.path.join(run_dir, FILENAME)
-  data = {"classes": sorted(classes, key=lambda c: int(c["id"])), "meta": {"version": VERSION, **meta}}
+  data = {"classes": sorted(classes, key=lambda c: int(c["id"])),
+          "meta": {"version": VERSION, **meta}}
   io.write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
   return path
 

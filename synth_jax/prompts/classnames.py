@@ -25,8 +25,9 @@ class ClassSource:
   """Class names in id order, plus a way to read k real images of one class (or none)."""
 
   def __init__(self, names: Sequence[str], images_fn: Callable[[int, int, int], list] | None,
-               image_names: Sequence[str] = (), where: str = ""):
+               image_names: Sequence[str] = (), where: str = "", dataset_name: str = ""):
     self.names = list(names)
+    self.dataset_name = dataset_name  # tfds name of the image source ('' for folders/files)
     self._images_fn = images_fn
     self._image_ids = {n: i for i, n in enumerate(image_names)}
     self.where = where
@@ -87,7 +88,8 @@ def _from_dataset(config) -> ClassSource:
   def images(class_id, k, seed):
     idx = _pick(np.flatnonzero(split.labels() == class_id), k, seed, class_id)
     return [_decode(split.source[int(i)]["image"]) for i in sorted(idx)]
-  return ClassSource(split.class_names, images, split.class_names, where=name)
+  return ClassSource(split.class_names, images, split.class_names, where=name,
+                     dataset_name=split.name)
 
 
 def _read_names(spec) -> list[str]:
@@ -117,7 +119,8 @@ def open_classes(config) -> ClassSource:
       raise DataError(f"class_names has duplicates {dup[:5]}; each class must appear once")
     if image_src is None:
       return ClassSource(names, None, where="class_names")
-    return ClassSource(names, image_src._images_fn, image_src.names, image_src.where)
+    return ClassSource(names, image_src._images_fn, image_src.names, image_src.where,
+                       image_src.dataset_name)
   if image_src is None:
     raise ConfigError("no classes: pass --config.class_names=FILE (one per line), "
                       "--config.image_folder=ROOT or --config.dataset=NAME_OR_DIR")

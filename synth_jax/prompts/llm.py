@@ -65,8 +65,9 @@ class HFBackend:
     import torch
     model, tok = self._load()
     if getattr(tok, "chat_template", None):  # instruction-tuned models expect their chat format
-      ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                    return_tensors="pt", return_dict=True)["input_ids"]
+      ids = tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                    add_generation_prompt=True, return_tensors="pt",
+                                    return_dict=True)["input_ids"]
     else:
       ids = tok(prompt, return_tensors="pt")["input_ids"]
     ids = ids.to(self.device)
@@ -92,7 +93,8 @@ class HTTPBackend:
       raise ConfigError(f"llm.base_url={base_url!r} is not an http(s) URL; e.g. "
                         "http://127.0.0.1:8000/v1")
     if not model:
-      raise ConfigError("llm.model is empty; pass the served model's name, e.g. --config.llm.model=llama-3-8b")
+      raise ConfigError("llm.model is empty; pass the served model's name, e.g. "
+                        "--config.llm.model=llama-3-8b")
     self.key = ""
     if api_key_env:
       self.key = os.environ.get(api_key_env, "")

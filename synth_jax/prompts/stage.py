@@ -51,9 +51,22 @@ def validate(config) -> list[str]:
   return strategies
 
 
-def _domain_key(config) -> str:
-  """The registry name that selects dataset suffixes ("cars" -> 'a type of car')."""
-  return config.get("domain") or (config.get("dataset") or "")
+def _domain_key(config, source) -> str:
+  """The registry name that selects dataset suffixes ("cars" -> 'a type of car').
+
+  config.domain if set; else the dataset's registry name, found from config.dataset or from the
+  opened dataset's tfds name ("oxford_flowers102" -> "flowers", a `digits` dataset dir -> "digits").
+  """
+  if config.get("domain"):
+    return config.domain
+  from synth_jax.data import registry
+  for name in (config.get("dataset") or "", source.dataset_name):
+    if name in registry.REGISTRY:
+      return name
+    for spec in registry.REGISTRY.values():
+      if spec.tfds_name and name and spec.tfds_name.split("/")[0] == name:
+        return spec.name
+  return ""
 
 
 def _identity(backend) -> str:
@@ -94,7 +107,7 @@ def _llm_list(config, get_llm, cached, class_id, name, kind, prompt, n, min_item
 
 def build_class(config, strategies, class_id, name, source, get_llm, get_clip, cached) -> dict:
   """One class's prompts.json entry (using and refreshing the caches in `cached`)."""
-  dom = _domain_key(config)
+  dom = _domain_key(config, source)
   domain = templates.DOMAINS.get(dom, "")
   plain = templates.readable(name)
   entry = {"id": class_id, "name": name, "disambiguated": None, "prompt_name": plain}

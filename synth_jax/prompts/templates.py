@@ -88,7 +88,8 @@ def template_prompts(name: str, family: str = "simple", dataset: str = "",
   templates = family_templates(family, dataset) + [t for t in extra]
   bad = [t for t in templates if "{}" not in t]
   if bad:
-    raise ConfigError(f"template {bad[0]!r} has no '{{}}' for the class name; e.g. 'a photo of a {{}}.'")
+    raise ConfigError(f"template {bad[0]!r} has no '{{}}' for the class name; "
+                      "e.g. 'a photo of a {}.'")
   return list(dict.fromkeys(t.format(name) for t in templates))  # ordered, no duplicates
 
 

@@ -208,3 +208,57 @@ def test_cli_end_to_end_with_json_answers(tmp_path):
                      text=True, env=env, cwd=ROOT, timeout=120)
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1].startswith("error: class 'tabby_cat' has no 'contexts'")
+
+
+class DigitsLLM:
+  """Two meanings per digit name; counts calls."""
+  identity = "digits-llm"
+
+  def __init__(self):
+    self.calls = 0
+
+  def generate(self, prompt, *, seed):
+    self.calls += 1
+    name = prompt.split('"')[1]
+    return f"1. {name}, a handwritten digit\n2. {name}, a printed number on a sign\n"
+
+
+@pytest.mark.slow
+def test_disambiguation_with_real_clip_matches_transformers(tmp_path):
+  """The stage on a registry-format dataset dir with load_clip on a tiny random HF CLIP folder:
+  recorded scores equal cosines computed with transformers' CLIPModel on the same images."""
+  import torch
+  from transformers import CLIPImageProcessorPil, CLIPTokenizer
+  from synth_jax.data import digits
+  from synth_jax.prompts import classnames
+  from tests.clip import helpers
+  data = digits.write_digits(str(tmp_path / "tfds"))
+  clip_dir = str(tmp_path / "clip")
+  model = helpers.hf_clip_folder(clip_dir, seed=2)
+  cfg = _config(YU, f"dataset={data},clip={clip_dir}", str(tmp_path / "run"), "llm.kind=hf",
+                "strategies=template", "disambiguate.images_per_class=4",
+                "disambiguate.batch_size=8")
+  cfg.classes = ["three", "seven"]
+  fake = DigitsLLM()
+  out = artifact.read(stage.prompts(cfg, llm_backend=fake))
+  assert fake.calls == 2 and [c["id"] for c in out["classes"]] == [3, 7]
+  source = classnames.open_classes(cfg)
+  tok = CLIPTokenizer.from_pretrained(clip_dir)
+  proc = CLIPImageProcessorPil.from_pretrained(clip_dir)
+  worst = 0.0
+  for c in out["classes"]:
+    d = c["disambiguation"]
+    images = source.images(c["name"], 4, 0)
+    assert d["images"] == 4 and len(d["candidates"]) == 2
+    enc = tok([f"a photo of a {x}." for x in d["candidates"]], padding="max_length",
+              max_length=77, return_tensors="pt")
+    with torch.no_grad():
+      o = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                pixel_values=proc(images, return_tensors="pt")["pixel_values"])
+    center = o.image_embeds.mean(0)  # image_embeds / text_embeds are L2-normalized
+    ref = (o.text_embeds @ (center / center.norm())).numpy()
+    worst = max(worst, float(np.abs(ref - np.array(d["scores"])).max()))
+    assert d["index"] == int(np.argmax(ref)) or abs(ref[0] - ref[1]) < 1e-4
+    assert c["prompts"][0]["text"] == f"a photo of the handwritten digit {d['chosen']}."
+  print(f"disambiguation scores vs transformers CLIPModel: max-abs {worst:.1e}")
+  assert worst <= 1e-4
