@@ -48,6 +48,12 @@ def validate(config) -> list[str]:
   if int(config.llm.get("retries", 0)) < 0:
     raise ConfigError(f"llm.retries={config.llm.retries} must be >= 0")
   diversify.kind_weights([{"kind": k} for k in strategies], dict(config.weights), "(all)")
+  # Every template and the DSI token are checked on a dummy class, before any LLM call.
+  diversify.class_prompts(
+      "x", strategies, family=config.template.family, extra_templates=list(config.template.extra),
+      contexts=["y"], styles=list(config.sd.styles)[:1], token=config.dsi.token,
+      cd_template=config.cd.template, sd_template=config.sd.template,
+      dsi_template=config.dsi.template)
   return strategies
 
 

@@ -262,3 +262,43 @@ def test_disambiguation_with_real_clip_matches_transformers(tmp_path):
     assert c["prompts"][0]["text"] == f"a photo of the handwritten digit {d['chosen']}."
   print(f"disambiguation scores vs transformers CLIPModel: max-abs {worst:.1e}")
   assert worst <= 1e-4
+
+
+def test_sigterm_saves_finished_classes_and_rerun_completes(tmp_path, image_folder, monkeypatch):
+  from synth_jax import runs
+  cfg = _config(BASE, f"folder={image_folder},strategies=template+cd", str(tmp_path / "r"),
+                "llm.kind=hf", "cd.n=4")
+  ref = _config(BASE, f"folder={image_folder},strategies=template+cd", str(tmp_path / "ref"),
+                "llm.kind=hf", "cd.n=4")
+  want = open(stage.prompts(ref, llm_backend=CountingLLM()), "rb").read()
+  checks = iter([False, True])  # SIGTERM arrives while the first class is being built
+  monkeypatch.setattr(runs, "should_stop", lambda: next(checks, True))
+  with pytest.raises(runs.Preempted, match="1/3 classes saved"):
+    stage.prompts(cfg, llm_backend=CountingLLM())
+  monkeypatch.setattr(runs, "should_stop", lambda: False)
+  llm2 = CountingLLM()
+  path = stage.prompts(cfg, llm_backend=llm2)
+  assert llm2.calls == ["jaguar", "mouse"]
+  assert open(path, "rb").read() == want
+  # prompts.json is what the generate job reads.
+  from synth_jax.diffusion import generate
+  gen = config_lib.load_config(os.path.join(ROOT, "configs", "generate", "base.py") +
+                               f":prompts={path}")
+  classes = generate.load_classes(gen)
+  assert [c["name"] for c in classes] == ["crane", "jaguar", "mouse"]
+  assert {p["kind"] for p in classes[0]["prompts"]} == {"template", "cd"}
+
+
+def test_config_errors_before_any_call(tmp_path):
+  for override, match in [("strategies=template,xx", "subset of"),
+                          ("dsi.token=", "dsi.token is empty"),
+                          ("sd.template={style} of a thing", r"lacks \{name\}"),
+                          ("template.family=fancy", "family 'fancy'"),
+                          ("weights.sd=-1", "no positive weight")]:
+    strategies = "template+sd+dsi"
+    cfg = _config(BASE, f"classes=a,strategies={strategies}", str(tmp_path / "r"), override)
+    with pytest.raises(ConfigError, match=match):
+      stage.prompts(cfg)
+  cfg = _config(YU, "classes=a", str(tmp_path / "r"), "llm.kind=json")
+  with pytest.raises(ConfigError, match="disambiguate.clip"):
+    stage.prompts(cfg)
