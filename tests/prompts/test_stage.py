@@ -302,3 +302,28 @@ def test_config_errors_before_any_call(tmp_path):
   cfg = _config(YU, "classes=a", str(tmp_path / "r"), "llm.kind=json")
   with pytest.raises(ConfigError, match="disambiguate.clip"):
     stage.prompts(cfg)
+
+
+@pytest.mark.parametrize("kill_at", ["prompts_class:1", "atomic_write:4"])
+def test_cli_kill9_then_rerun_equals_uninterrupted(tmp_path, kill_at):
+  """kill -9 after class 0 is written, or while class 1's prompts.json is written but not yet
+  renamed (atomic_write hits: config.json, config.prompts.json, class 0, class 1)."""
+  answers = tmp_path / "answers.json"
+  answers.write_text(json.dumps({n: {"contexts": [f"{n} scene {i}" for i in range(3)]}
+                                 for n in ("crane", "mouse", "jaguar")}))
+  env = dict(os.environ, SYNTH_JAX_NO_PROGRESS="1", JAX_PLATFORMS="cpu")
+
+  def run(workdir, **extra):
+    cmd = [sys.executable, "-m", "synth_jax.cli", "prompts", "--config",
+           f"{BASE}:strategies=template+cd+sd,llm={answers}",
+           "--config.class_names=crane,mouse,jaguar", f"--config.workdir={workdir}"]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**env, **extra}, cwd=ROOT,
+                          timeout=120)
+  assert run(tmp_path / "ref").returncode == 0
+  killed = run(tmp_path / "run", SYNTH_JAX_KILL_AT=kill_at)
+  assert killed.returncode == -9
+  partial = artifact.read(str(tmp_path / "run" / "prompts.json"))
+  assert [c["name"] for c in partial["classes"]] == ["crane"]
+  assert run(tmp_path / "run").returncode == 0
+  assert ((tmp_path / "run" / "prompts.json").read_bytes() ==
+          (tmp_path / "ref" / "prompts.json").read_bytes())
