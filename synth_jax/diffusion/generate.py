@@ -47,6 +47,11 @@ def validate(config) -> None:
     raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=25")
   if int(config.batch_size) < 1:
     raise ConfigError(f"batch_size={config.batch_size} must be >= 1")
+  if config.get("image_format", "png") not in ("png", "jpeg"):
+    raise ConfigError(f"image_format={config.image_format!r} is not png or jpeg; png is lossless, "
+                      "jpeg (with jpeg_quality) is ~5x smaller")
+  if not 1 <= int(config.get("jpeg_quality", 95)) <= 100:
+    raise ConfigError(f"jpeg_quality={config.jpeg_quality} is outside 1..100; e.g. 95")
   if int(config.images_per_shard) < 1:
     raise ConfigError(f"images_per_shard={config.images_per_shard} must be >= 1")
   # The sampler's mesh spans this process's devices only (no cross-host lockstep; see sampler.py),
@@ -157,9 +162,9 @@ def _default_sampler(config):
   return sampler.Sampler.from_config(config)
 
 
-def _features(all_classes: list[dict]):
+def _features(all_classes: list[dict], image_format: str = "png"):
   from synth_jax.data import writer
-  return writer.image_features([c["name"] for c in all_classes], "png",
+  return writer.image_features([c["name"] for c in all_classes], image_format,
                                extras={"class_name": "text", "prompt": "text", "seed": "int64"})
 
 
@@ -168,8 +173,14 @@ def dataset_dir(config) -> str:
   return os.path.join(runs.workdir(config), "synthetic", writer.VERSION)
 
 
-def _render(sampler, config, items: list[dict]) -> list[np.ndarray]:
-  """Images for `items`, in batches of the sampler's size (the last one padded by repetition)."""
+def _render(sampler, config, items: list[dict], pool, bar) -> list[bytes]:
+  """Encoded images for `items`, in batches of the sampler's size (the last padded by repetition).
+
+  Each batch is PNG/JPEG-encoded on `pool` while the sampler works on the next one: encoding a
+  512 px PNG takes ~50-100 ms of CPU, as long as a fast accelerator takes to sample it.
+  """
+  from synth_jax.data import writer
+  fmt, quality = str(config.get("image_format", "png")), int(config.get("jpeg_quality", 95))
   b = sampler.batch_size
   out = []
   for start in range(0, len(items), b):
@@ -180,9 +191,11 @@ def _render(sampler, config, items: list[dict]) -> list[np.ndarray]:
     padded = chunk + [chunk[-1]] * (b - len(chunk))
     images = sampler([it["prompt"] for it in padded], [str(config.negative_prompt)] * b,
                      np.array([it["seed"] for it in padded], np.uint32), float(config.guidance))
-    out.extend(np.asarray(images)[:len(chunk)])
+    images = np.asarray(images)[:len(chunk)]
+    out.extend(pool.submit(writer.encode_image, im, fmt, quality) for im in images)
+    bar.update(len(chunk))  # sampled; a shard counts as kept only once written
     faults.point("generate_batch")
-  return out
+  return [f.result() for f in out]
 
 
 def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str:
@@ -199,7 +212,8 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   items = plan_items(config, selected(all_classes, list(config.get("classes") or [])))
   per_shard = int(config.images_per_shard)
   num_shards = math.ceil(len(items) / per_shard)
-  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(all_classes),
+  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(all_classes, config.image_format),
+                               jpeg_quality=int(config.jpeg_quality),
                                description="synthetic images from synth-jax generate")
   if os.path.exists(os.path.join(w.dataset_dir, "dataset_info.json")):
     log.info("%s is complete: nothing to generate", w.dataset_dir)
@@ -212,16 +226,18 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   log.info("generate: %d images in %d shards (%d to write here), %d classes", len(items),
            num_shards, len(todo), len(all_classes))
   if todo:
+    from concurrent.futures import ThreadPoolExecutor
     sampler = (sampler_factory or _default_sampler)(config)
     bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")
-    for k in todo:
-      part = items[k * per_shard:(k + 1) * per_shard]
-      images = _render(sampler, config, part)
-      w.write_shard(SPLIT, k, num_shards, (
-          {"image": im, "label": it["label"], "class_name": it["class_name"],
-           "prompt": it["prompt"], "seed": it["seed"]} for im, it in zip(images, part)))
-      bar.update(len(part))
-      faults.point("generate_shard")
+    threads = int(config.get("encode_threads") or 0) or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads, thread_name_prefix="encode") as pool:
+      for k in todo:
+        part = items[k * per_shard:(k + 1) * per_shard]
+        images = _render(sampler, config, part, pool, bar)
+        w.write_shard(SPLIT, k, num_shards, (
+            {"image": im, "label": it["label"], "class_name": it["class_name"],
+             "prompt": it["prompt"], "seed": it["seed"]} for im, it in zip(images, part)))
+        faults.point("generate_shard")
     bar.close()
   if pid != 0:
     return w.dataset_dir

@@ -68,9 +68,28 @@ def test_dataset_readable_with_labels_prompts_seeds(tmp_path):
   stream = synthetic.open_synthetic(path, ["bird", "cat", "dog"])
   assert stream.label_map.tolist() == [1, 2, 0]
   assert {f"contact_sheet_{c}.png" for c in ("cat", "dog", "bird")} <= set(os.listdir(tmp_path / "g"))
+  from PIL import Image
+  sheet = np.asarray(Image.open(tmp_path / "g" / "contact_sheet_dog.png"))
+  assert sheet.shape == (2 * 16, 4 * 16, 3)  # 5 images, 4 per row
+  np.testing.assert_array_equal(sheet[16:, :16], np.asarray(rows[9]["image"]))  # dog #4
+  assert not sheet[16:, 16:].any()  # the rest of the second row is empty
   # rerunning a finished job does nothing
   _, samplers = _run(_config(tmp_path / "g"))
   assert samplers == []
+
+
+def test_jpeg_dataset(tmp_path):
+  import tensorflow_datasets as tfds
+  path, _ = _run(_config(tmp_path / "j", "image_format=jpeg", "jpeg_quality=90"))
+  source = tfds.builder_from_directory(path).as_data_source("train")
+  row = source[0]
+  expected = FakeSampler(_config(tmp_path / "x"))(["a photo of a cat"], "",
+                                                  [generate.item_seed(0, 0, 0)], 7.5)[0]
+  assert np.asarray(row["image"]).shape == expected.shape
+  raw = open(next(os.path.join(path, n) for n in sorted(os.listdir(path))
+                  if ".array_record-" in n), "rb").read()
+  assert b"\xff\xd8\xff" in raw  # JPEG streams, not PNG
+  assert b"\x89PNG" not in raw
 
 
 def test_same_images_for_any_batch_size(tmp_path):
@@ -180,6 +199,8 @@ def test_sigterm_keeps_shards_and_exits_0(tmp_path):
     ("guidance=80.0", "guidance=80.0 is outside \\[0, 50\\]"),
     ("steps=0", "steps=0 must be >= 1"),
     ("template=a photo", "has no '{}'"),
+    ("image_format=webp", "image_format='webp' is not png or jpeg"),
+    ("jpeg_quality=0", "jpeg_quality=0 is outside 1..100"),
 ])
 def test_bad_config_is_one_line(tmp_path, override, message):
   with pytest.raises(ConfigError, match=message) as e:
