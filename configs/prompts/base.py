@@ -60,8 +60,10 @@ def get_config(arg=None):
   c.weights = ml_collections.ConfigDict(dict(template=1.0, cd=1.0, sd=1.0, dsi=1.0))
   c.template = ml_collections.ConfigDict(dict(family="simple", extra=[]))
   c.cd = ml_collections.ConfigDict(dict(n=8, min_items=3, template=templates.CD_TEMPLATE))
+  # SD styles: the fixed list, or (from_llm) n styles per class written by the LLM.
   c.sd = ml_collections.ConfigDict(dict(styles=list(templates.DEFAULT_STYLES),
-                                        template=templates.SD_TEMPLATE))
+                                        template=templates.SD_TEMPLATE, from_llm=False, n=8,
+                                        min_items=3))
   c.dsi = ml_collections.ConfigDict(dict(token="<dsi>", template=templates.DSI_TEMPLATE))
   c.disambiguate = ml_collections.ConfigDict(dict(
       enabled=False, n=4, images_per_class=16, template="a photo of a {}.", clip=a.clip,

@@ -28,6 +28,13 @@ def contexts_prompt(name: str, *, domain: str = "", n: int = 8) -> str:
           "phrase of at most 12 words that does not repeat the name. One per line, no numbering.")
 
 
+def styles_prompt(name: str, *, n: int = 8) -> str:
+  """The instruction that asks the LLM for K visual styles to render `name` in (SD from an LLM)."""
+  return (f'List {n} different visual styles in which an image of a "{name}" could be made, each '
+          'as a short noun phrase that fits "<style> of a ...", e.g. "a watercolor painting", '
+          '"a pencil sketch". One per line, no numbering.')
+
+
 def class_prompts(name: str, strategies: Sequence[str], *, dataset: str = "",
                   family: str = "simple", extra_templates: Sequence[str] = (),
                   contexts: Sequence[str] = (), styles: Sequence[str] = (), token: str = "",

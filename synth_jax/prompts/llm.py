@@ -8,7 +8,8 @@ Backends:
         greedy (temperature 0) or sampled with `seed`;
   http  an OpenAI-compatible `/chat/completions` endpoint (urllib only), key from the env var
         named by `api_key_env`;
-  json  a file the user wrote: {class: {"descriptions": [...], "contexts": [...]}}; it answers
+  json  a file the user wrote: {class: {"descriptions": [...], "contexts": [...],
+        "styles": [...]}} (only the lists the run needs); it answers
         list requests directly (`lookup`) and is never asked free text.
 Bad output (empty, unparsable, too few items) is retried up to `retries` times with a firmer
 instruction and a new seed, then LLMError names the class.
@@ -29,7 +30,7 @@ from synth_jax.errors import ConfigError, LLMError
 @dataclasses.dataclass(frozen=True)
 class ListRequest:
   """One list the stage needs for one class."""
-  kind: str          # "descriptions" (meanings of the name) | "contexts" (scenes)
+  kind: str          # "descriptions" (meanings) | "contexts" (scenes) | "styles" (SD)
   class_name: str    # the dataset's label, as the JSON backend keys it
   prompt: str        # the instruction sent to a text LLM
   n: int             # items wanted (extra ones are cut)

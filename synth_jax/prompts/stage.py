@@ -29,17 +29,21 @@ def _seed(seed: int, class_id: int, what: int) -> int:
   return int(np.random.SeedSequence([int(seed), 3, int(class_id), what]).generate_state(1)[0])
 
 
+def needs_llm(config, strategies) -> bool:
+  return ("cd" in strategies or bool(config.disambiguate.enabled) or
+          ("sd" in strategies and bool(config.sd.get("from_llm"))))
+
+
 def validate(config) -> list[str]:
   """Every config mistake before any model or dataset is opened; returns the strategies."""
   strategies = diversify.check_strategies(list(config.strategies))
-  needs_llm = "cd" in strategies or config.disambiguate.enabled
-  if needs_llm and not config.llm.get("kind"):
-    raise ConfigError("cd and disambiguation need an LLM: set --config.llm.kind=json|hf|http "
+  if needs_llm(config, strategies) and not config.llm.get("kind"):
+    raise ConfigError("cd, sd.from_llm and disambiguation need an LLM: set --config.llm.kind=json|hf|http "
                       "(and llm.path or llm.base_url)")
   if config.disambiguate.enabled and not config.disambiguate.get("clip"):
     raise ConfigError("disambiguate.enabled needs a CLIP: pass --config.disambiguate.clip=PATH "
                       "(HF CLIP folder or OpenCLIP checkpoint)")
-  if "sd" in strategies and not list(config.sd.styles):
+  if "sd" in strategies and not config.sd.from_llm and not list(config.sd.styles):
     raise ConfigError("sd is on but sd.styles is empty; give styles, e.g. "
                       "--config.sd.styles='a sketch,an oil painting'")
   if int(config.cd.n) < 1 or int(config.cd.min_items) > int(config.cd.n):
@@ -51,7 +55,7 @@ def validate(config) -> list[str]:
   # Every template and the DSI token are checked on a dummy class, before any LLM call.
   diversify.class_prompts(
       "x", strategies, family=config.template.family, extra_templates=list(config.template.extra),
-      contexts=["y"], styles=list(config.sd.styles)[:1], token=config.dsi.token,
+      contexts=["y"], styles=["z"], token=config.dsi.token,
       cd_template=config.cd.template, sd_template=config.sd.template,
       dsi_template=config.dsi.template)
   return strategies
@@ -141,10 +145,17 @@ def build_class(config, strategies, class_id, name, source, get_llm, get_clip, c
         config, get_llm, cached, class_id, name, "contexts", prompt, int(config.cd.n),
         int(config.cd.min_items), 1)
     calls += c
+  styles = list(config.sd.styles)
+  if "sd" in strategies and config.sd.get("from_llm"):  # Yu et al.: SD prompts come from an LLM
+    prompt = diversify.styles_prompt(entry["prompt_name"], n=int(config.sd.n))
+    styles, llm_rec["styles"], c = _llm_list(
+        config, get_llm, cached, class_id, name, "styles", prompt, int(config.sd.n),
+        int(config.sd.min_items), 2)
+    calls += c
   entry["prompts"] = diversify.class_prompts(
       entry["prompt_name"], strategies, dataset=dom, family=config.template.family,
       extra_templates=list(config.template.extra), contexts=contexts,
-      styles=list(config.sd.styles), token=config.dsi.token, cd_template=config.cd.template,
+      styles=styles, token=config.dsi.token, cd_template=config.cd.template,
       sd_template=config.sd.template, dsi_template=config.dsi.template)
   if llm_rec:
     entry["llm"] = llm_rec
@@ -169,10 +180,9 @@ def prompts(config, *, llm_backend=None, clip_model=None) -> str:
   get_llm = _Lazy(lambda: llm_backend or llm.make_backend(config.llm))
   get_clip = _Lazy(lambda: clip_model or _load_clip(config.disambiguate))
   cached = artifact.read_cached(run_dir)
-  needs_llm = "cd" in strategies or config.disambiguate.enabled
   meta = {"complete": False, "num_classes": len(source.names), "class_names": source.names,
           "strategies": strategies, "weights": dict(config.weights), "seed": int(config.seed),
-          "llm": _identity(get_llm()) if needs_llm else None,
+          "llm": _identity(get_llm()) if needs_llm(config, strategies) else None,
           "clip": config.disambiguate.clip if config.disambiguate.enabled else None,
           "dsi_token": config.dsi.token if "dsi" in strategies else None}
   done, total_calls = [], 0

@@ -327,3 +327,18 @@ def test_cli_kill9_then_rerun_equals_uninterrupted(tmp_path, kill_at):
   assert run(tmp_path / "run").returncode == 0
   assert ((tmp_path / "run" / "prompts.json").read_bytes() ==
           (tmp_path / "ref" / "prompts.json").read_bytes())
+
+
+def test_sd_styles_from_the_llm(tmp_path):
+  answers = tmp_path / "answers.json"
+  answers.write_text(json.dumps({"koi": {"styles": ["a woodblock print", "an ink wash painting",
+                                                    "a mosaic"]}}))
+  cfg = _config(BASE, f"classes=koi,strategies=sd,llm={answers}", str(tmp_path / "r"),
+                "sd.from_llm=true")
+  data = artifact.read(stage.prompts(cfg))
+  assert [p["text"] for p in data["classes"][0]["prompts"]] == [
+      "a woodblock print of a koi", "an ink wash painting of a koi", "a mosaic of a koi"]
+  assert data["classes"][0]["llm"]["styles"]["items"][0] == "a woodblock print"
+  cfg = _config(BASE, "classes=koi,strategies=sd", str(tmp_path / "r2"), "sd.from_llm=true")
+  with pytest.raises(ConfigError, match="need an LLM"):
+    stage.prompts(cfg)
