@@ -12,7 +12,8 @@ Sourced (facts.md 2.2, abstract level): class names are disambiguated with an LL
 SD prompts are produced by prompting an LLM; the generator is not fine-tuned. NOT FOUND (facts.md
 2.3), so OURS: the LLM, the CLIP, the prompts sent to the LLM, the scoring rule (candidate text
 vs the mean embedding of 16 real images), the number of contexts (8), the style list
-(templates.DEFAULT_STYLES, fixed rather than LLM-written), and the equal CD:SD mix. Expected
+(templates.DEFAULT_STYLES; --config.sd.from_llm=true asks the LLM for 8 per class instead), and
+the equal CD:SD mix. Expected
 output: one prompts.json with 8 CD + 16 SD prompts per class and each class's candidate
 meanings and CLIP scores; feed it to `synth-jax generate` (configs/generate/base.py:prompts=...).
 """

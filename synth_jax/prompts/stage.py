@@ -38,7 +38,8 @@ def validate(config) -> list[str]:
   """Every config mistake before any model or dataset is opened; returns the strategies."""
   strategies = diversify.check_strategies(list(config.strategies))
   if needs_llm(config, strategies) and not config.llm.get("kind"):
-    raise ConfigError("cd, sd.from_llm and disambiguation need an LLM: set --config.llm.kind=json|hf|http "
+    raise ConfigError("cd, sd.from_llm and disambiguation need an LLM: set "
+                      "--config.llm.kind=json|hf|http "
                       "(and llm.path or llm.base_url)")
   if config.disambiguate.enabled and not config.disambiguate.get("clip"):
     raise ConfigError("disambiguate.enabled needs a CLIP: pass --config.disambiguate.clip=PATH "
