@@ -13,22 +13,20 @@ finalizes the dataset (`<workdir>/synthetic/1.0.0`) and writes one contact sheet
 """
 from __future__ import annotations
 
-import io as _io
 import json
 import logging
 import math
 import os
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synth_jax import faults, io, runs
+from synth_jax import faults, runs
+from synth_jax.diffusion import generate_finish as finish
 from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLIT = "train"
-SHEET = 16  # images per contact sheet (4 x 4)
 
 
 def validate(config) -> None:
@@ -241,38 +239,10 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
     bar.close()
   if pid != 0:
     return w.dataset_dir
-  while not all(w.shard_complete(SPLIT, k, num_shards) for k in range(num_shards)):
-    log.info("waiting for the other processes' shards ...")  # multi-host: process 0 finalizes
-    time.sleep(10)
+  if procs > 1:
+    finish.wait_for_shards(w, SPLIT, num_shards)
   meta = {k: config.get(k) for k in ("model_path", "steps", "guidance", "scheduler", "resolution",
                                      "negative_prompt", "seed", "style_token_path")}
   path = w.finalize([SPLIT], metadata={"generator": json.loads(json.dumps(meta, default=str))})
-  write_contact_sheets(path, workdir, items)
+  finish.write_contact_sheets(path, workdir, items, SPLIT)
   return path
-
-
-def write_contact_sheets(dataset: str, out_dir: str, items: list[dict]) -> list[str]:
-  """contact_sheet_<class>.png: the first 16 images of each class, 4 per row."""
-  from PIL import Image
-  from synth_jax.data import sources
-  split = sources.open_split(dataset, SPLIT)
-  first: dict[str, list[int]] = {}
-  for pos, it in enumerate(items):
-    first.setdefault(it["class_name"], [])
-    if len(first[it["class_name"]]) < SHEET:
-      first[it["class_name"]].append(pos)
-  paths = []
-  for name, positions in first.items():
-    tiles = [Image.open(_io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
-    w, h = tiles[0].size
-    cols = min(4, len(tiles))
-    sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
-    for i, tile in enumerate(tiles):
-      sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
-    buf = _io.BytesIO()
-    sheet.save(buf, format="PNG")
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-    path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
-    io.write_bytes(path, buf.getvalue())
-    paths.append(path)
-  return paths

@@ -1,0 +1,71 @@
+"""What process 0 of the generate job does after its own shards: wait, repair, contact sheets."""
+from __future__ import annotations
+
+import io as _io
+import logging
+import math
+import os
+import time
+
+from synth_jax import io, runs
+
+log = logging.getLogger(__name__)
+SHEET = 16  # images per contact sheet (4 x 4)
+POLL_S = 10.0  # how often process 0 looks for the other processes' shards
+STALE_S = 60.0  # an unrecorded shard file this old lost its manifest entry (see wait_for_shards)
+
+
+def wait_for_shards(w, split: str, num_shards: int) -> None:
+  """Blocks until manifest.json lists every shard of `split` (multi-host: others write them).
+
+  Reads only the manifest (hashes are checked once, by `finalize`). Processes sharing one dataset
+  directory rewrite manifest.json whole and can drop each other's entries (writer.py), which would
+  leave this loop waiting forever; but a shard at its final name is complete (renamed only after
+  it is written, and its bytes are deterministic), so one left unrecorded for STALE_S is recorded
+  here. Raises runs.Preempted on SIGTERM.
+  """
+  from synth_jax.data import writer
+  names = [writer.shard_name(w.name, split, k, num_shards) for k in range(num_shards)]
+  while True:
+    recorded = io.read_manifest(w.dataset_dir)
+    for name in (n for n in names if n not in recorded):
+      path = os.path.join(w.dataset_dir, name)
+      if os.path.exists(path) and time.time() - os.path.getmtime(path) > STALE_S:
+        log.warning("%s is complete but not in manifest.json (concurrent write); recording it", name)
+        io.record_file(w.dataset_dir, name)
+    missing = [n for n in names if n not in io.read_manifest(w.dataset_dir)]
+    if not missing:
+      return
+    if runs.should_stop():
+      raise runs.Preempted(f"generate: SIGTERM while waiting for {len(missing)} shards of other "
+                           "processes; rerun the same command to finalize")
+    log.info("waiting for %d shards from other processes (first: %s)", len(missing), missing[0])
+    time.sleep(POLL_S)
+
+
+def write_contact_sheets(dataset: str, out_dir: str, items: list[dict],
+                         split: str = "train") -> list[str]:
+  """contact_sheet_<class>.png: the first 16 images of each class, 4 per row."""
+  from PIL import Image
+  from synth_jax.data import sources
+  split = sources.open_split(dataset, split)
+  first: dict[str, list[int]] = {}
+  for pos, it in enumerate(items):
+    first.setdefault(it["class_name"], [])
+    if len(first[it["class_name"]]) < SHEET:
+      first[it["class_name"]].append(pos)
+  paths = []
+  for name, positions in first.items():
+    tiles = [Image.open(_io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
+    w, h = tiles[0].size
+    cols = min(4, len(tiles))
+    sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
+    for i, tile in enumerate(tiles):
+      sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
+    buf = _io.BytesIO()
+    sheet.save(buf, format="PNG")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
+    io.write_bytes(path, buf.getvalue())
+    paths.append(path)
+  return paths
