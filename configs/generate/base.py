@@ -31,10 +31,11 @@ def get_config(arg=None):
   c.class_names = a.classes         # a text file (one class per line), "a,b,c", or a list
   c.template = "a photo of a {}"
   c.classes = []                    # a subset of class names to generate ([] = all)
-  # {kind: weight} over prompts.json kinds: a kind is drawn by weight, then one of its prompts
-  # uniformly; a kind missing here weighs 0. E.g. CD only: --config.prompt_weights.template=0
-  # --config.prompt_weights.sd=0 (Yu et al.'s CD/SD mix is not stated: facts.md).
-  c.prompt_weights = ml_collections.ConfigDict(dict(template=1.0, cd=1.0, sd=1.0, dsi=1.0))
+  # {kind: weight} over prompts.json kinds (template, cd, sd, dsi): a kind is drawn by weight, then
+  # one of its prompts uniformly; a kind missing from the dict weighs 0. None = the weights the
+  # prompts stage recorded in prompts.json (else every kind 1). Yu et al.'s CD/SD mix is not
+  # stated (facts.md). CLI: --config.prompt_weights="{'cd': 1, 'sd': 1}"
+  c.prompt_weights = None
   c.images_per_class = a.n
   c.negative_prompt = ""
   c.seed = a.seed

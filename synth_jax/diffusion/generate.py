@@ -13,6 +13,7 @@ finalizes the dataset (`<workdir>/synthetic/1.0.0`) and writes one contact sheet
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -45,6 +46,13 @@ def validate(config) -> None:
     raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=25")
   if int(config.batch_size) < 1:
     raise ConfigError(f"batch_size={config.batch_size} must be >= 1")
+  weights = config.get("prompt_weights")
+  if weights is not None:
+    from synth_jax.prompts import diversify
+    if not hasattr(weights, "items") or set(weights) - set(diversify.KINDS):
+      shown = dict(weights) if hasattr(weights, "items") else weights  # ConfigDict repr is multi-line
+      raise ConfigError(f"prompt_weights={shown!r} must be a dict over {list(diversify.KINDS)}; "
+                        "e.g. --config.prompt_weights=\"{'cd': 1, 'sd': 1}\"")
   if config.get("image_format", "png") not in ("png", "jpeg"):
     raise ConfigError(f"image_format={config.image_format!r} is not png or jpeg; png is lossless, "
                       "jpeg (with jpeg_quality) is ~5x smaller")
@@ -62,27 +70,19 @@ def validate(config) -> None:
 
 
 # ---- what to generate ---------------------------------------------------------------------------
-def load_classes(config) -> list[dict]:
-  """[{id, name, prompts: [{text, kind}]}] from prompts.json, or class_names + template."""
+@dataclasses.dataclass
+class ClassList:
+  """What to generate: classes [{id, name, prompts: [{text, kind}]}] and the label names."""
+  classes: list[dict]
+  names: list[str]  # ClassLabel names, index = label id (all classes, also under config.classes)
+  weights: dict | None = None  # the kind weights prompts.json's stage recorded, if any
+
+
+def load_classes(config) -> ClassList:
+  """From prompts.json (config.prompts_path), or class_names + template."""
   path = config.get("prompts_path") or ""
   if path:
-    if not os.path.isfile(path):
-      raise ConfigError(f"prompts_path={path!r} does not exist; run `synth-jax prompts` first or "
-                        "pass --config.prompts_path=''")
-    try:
-      with open(path) as f:
-        classes = json.load(f)["classes"]
-    except (ValueError, KeyError, TypeError):
-      raise DataError(f"{path} is not a prompts.json artifact (needs a 'classes' list); "
-                      "regenerate it with `synth-jax prompts`") from None
-    out = []
-    for i, c in enumerate(classes):
-      prompts = [p for p in c.get("prompts", []) if p.get("text")]
-      if not prompts:
-        raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts "
-                        "stage")
-      out.append({"id": int(c.get("id", i)), "name": c["name"], "prompts": prompts})
-    return out
+    return _from_prompts_json(path)
   names = config.get("class_names") or []
   if isinstance(names, str):
     if os.path.isfile(names):
@@ -101,11 +101,40 @@ def load_classes(config) -> list[dict]:
   if "{}" not in template:
     raise ConfigError(f"template={template!r} has no '{{}}' for the class name; "
                       "e.g. 'a photo of a {}'")
-  return [{"id": i, "name": n, "prompts": [{"text": template.format(n.replace("_", " ")),
-                                            "kind": "template"}]} for i, n in enumerate(names)]
+  return ClassList([{"id": i, "name": n, "prompts": [
+      {"text": template.format(n.replace("_", " ")), "kind": "template"}]}
+      for i, n in enumerate(names)], names)
 
 
-def selected(classes: list[dict], subset: Sequence[str] | None) -> list[dict]:
+def _from_prompts_json(path: str) -> ClassList:
+  from synth_jax.prompts import artifact
+  if not os.path.isfile(path):
+    raise ConfigError(f"prompts_path={path!r} does not exist; run `synth-jax prompts` first or "
+                      "pass --config.prompts_path=''")
+  data = artifact.read(path)
+  meta = data.get("meta") or {}
+  if meta.get("complete") is False:  # the prompts stage writes class by class
+    raise DataError(f"{path} is incomplete ({len(data['classes'])} classes written); rerun "
+                    "`synth-jax prompts` with the same config to finish it")
+  classes = []
+  for i, c in enumerate(data["classes"]):
+    prompts = [p for p in c.get("prompts", []) if p.get("text")]
+    if not prompts:
+      raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts stage")
+    classes.append({"id": int(c.get("id", i)), "name": c["name"], "prompts": prompts})
+  # A prompts run over a class subset keeps the dataset's ids: label names come from meta.
+  names = list(meta.get("class_names") or [c["name"] for c in classes])
+  bad = [c for c in classes if not (0 <= c["id"] < len(names) and names[c["id"]] == c["name"])]
+  if bad:
+    raise DataError(f"class {bad[0]['name']!r} has id {bad[0]['id']} in {path}, which does not "
+                    "match meta.class_names / the class order; regenerate it with `synth-jax "
+                    "prompts`")
+  return ClassList(classes, names, dict(meta["weights"]) if meta.get("weights") else None)
+
+
+def selected(class_list: ClassList, subset: Sequence[str] | None) -> list[dict]:
+  """The classes to generate: all, or those named in config.classes (in that order)."""
+  classes = class_list.classes
   if not subset:
     return classes
   by_name = {c["name"]: c for c in classes}
@@ -136,9 +165,13 @@ def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, in
   return diversify.pick_prompt(entry, seed, class_id, index, weights)
 
 
-def plan_items(config, classes: list[dict]) -> list[dict]:
-  """One dict per image (label, class_name, index, prompt, kind, seed), class-major."""
-  weights = dict(config.get("prompt_weights") or {})
+def plan_items(config, classes: list[dict], recorded_weights: dict | None = None) -> list[dict]:
+  """One dict per image (label, class_name, index, prompt, kind, seed), class-major.
+
+  Kind weights: config.prompt_weights, else `recorded_weights` (prompts.json's), else uniform.
+  """
+  weights = config.get("prompt_weights")
+  weights = dict(recorded_weights or {}) if weights is None else dict(weights)
   items = []
   for c in classes:
     for i in range(int(config.images_per_class)):
@@ -160,9 +193,9 @@ def _default_sampler(config):
   return sampler.Sampler.from_config(config)
 
 
-def _features(all_classes: list[dict], image_format: str = "png"):
+def _features(names: list[str], image_format: str = "png"):
   from synth_jax.data import writer
-  return writer.image_features([c["name"] for c in all_classes], image_format,
+  return writer.image_features(names, image_format,
                                extras={"class_name": "text", "prompt": "text", "seed": "int64"})
 
 
@@ -206,11 +239,12 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
     raise WeightsError(f"pipeline folder {config.model_path!r} does not exist; pass a diffusers "
                        "Stable Diffusion folder: --config.model_path=/path/to/sd")
   workdir = runs.workdir(config)
-  all_classes = load_classes(config)
-  items = plan_items(config, selected(all_classes, list(config.get("classes") or [])))
+  class_list = load_classes(config)
+  items = plan_items(config, selected(class_list, list(config.get("classes") or [])),
+                     class_list.weights)
   per_shard = int(config.images_per_shard)
   num_shards = math.ceil(len(items) / per_shard)
-  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(all_classes, config.image_format),
+  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(class_list.names, config.image_format),
                                jpeg_quality=int(config.jpeg_quality),
                                description="synthetic images from synth-jax generate")
   if os.path.exists(os.path.join(w.dataset_dir, "dataset_info.json")):
@@ -222,7 +256,7 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   done_images = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in mine if k not in todo)
   total = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in mine)
   log.info("generate: %d images in %d shards (%d to write here), %d classes", len(items),
-           num_shards, len(todo), len(all_classes))
+           num_shards, len(todo), len(class_list.names))
   if todo:
     from concurrent.futures import ThreadPoolExecutor
     sampler = (sampler_factory or _default_sampler)(config)

@@ -12,7 +12,7 @@ import pytest
 
 from synth_jax import config as config_lib
 from synth_jax.diffusion import generate
-from synth_jax.errors import ConfigError
+from synth_jax.errors import ConfigError, DataError
 from tests.generate.fake import FakeSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,11 +98,16 @@ def test_same_images_for_any_batch_size(tmp_path):
   assert _digest(a) == _digest(b)
 
 
-def _prompts_json(tmp_path, prompts):
+def _prompts_json(tmp_path, prompts, **meta):
   path = tmp_path / "prompts.json"
   path.write_text(json.dumps({"classes": [{"id": 0, "name": "cat", "prompts": prompts}],
-                              "meta": {}}))
+                              "meta": meta}))
   return str(path)
+
+
+def _plan(cfg):
+  class_list = generate.load_classes(cfg)
+  return generate.plan_items(cfg, class_list.classes, class_list.weights)
 
 
 def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
@@ -110,23 +115,48 @@ def test_prompt_choice_by_kind_weights_is_deterministic(tmp_path):
       {"text": "a cat in a kitchen", "kind": "cd"}, {"text": "a cat, watercolor", "kind": "sd"}]
   cfg = _config(tmp_path / "p", f"prompts_path={_prompts_json(tmp_path, prompts)}",
                 "images_per_class=300")
-  items = generate.plan_items(cfg, generate.load_classes(cfg))
-  assert items == generate.plan_items(cfg, generate.load_classes(cfg))
+  items = _plan(cfg)
+  assert items == _plan(cfg)
   assert {it["prompt"] for it in items} == {p["text"] for p in prompts}
   # weights are per kind: 3 templates and 1 cd prompt each get a third of the images
   kinds = [it["kind"] for it in items]
   assert all(70 <= kinds.count(k) <= 130 for k in ("template", "cd", "sd")), kinds
   # the first images keep their prompts when more are asked for (index-wise draws)
   cfg.images_per_class = 10
-  assert generate.plan_items(cfg, generate.load_classes(cfg)) == items[:10]
+  assert _plan(cfg) == items[:10]
   cfg.images_per_class = 300
-  cfg.prompt_weights.template = 0.0
-  cfg.prompt_weights.sd = 0.0
-  assert {it["prompt"] for it in generate.plan_items(cfg, generate.load_classes(cfg))} == {
-      "a cat in a kitchen"}
-  cfg.prompt_weights.cd = 0.0
+  cfg.prompt_weights = {"cd": 1.0}  # unlisted kinds weigh 0
+  assert {it["prompt"] for it in _plan(cfg)} == {"a cat in a kitchen"}
+  cfg.prompt_weights = {"dsi": 1.0}
   with pytest.raises(ConfigError, match=r"class 'cat' \(kinds \['template', 'cd', 'sd'\]\) no pos"):
-    generate.plan_items(cfg, generate.load_classes(cfg))
+    _plan(cfg)
+  cfg.prompt_weights = {"cdd": 1.0}
+  with pytest.raises(ConfigError, match=r"prompt_weights=\{'cdd': 1.0\} must be a dict over") as e:
+    _run(cfg)
+  assert "\n" not in str(e.value)
+
+
+def test_prompts_json_recorded_weights_subset_ids_and_incomplete(tmp_path):
+  """prompts.json as the prompts stage writes it: meta weights/class_names, subset ids, complete."""
+  from synth_jax.prompts import artifact, diversify
+  names = ["ant", "bee", "cow", "dog"]
+  entries = [{"id": i, "name": names[i], "prompts": diversify.class_prompts(
+      names[i], ["template", "sd"], styles=["a sketch", "an oil painting"])} for i in (1, 3)]
+  meta = {"complete": True, "num_classes": 4, "class_names": names,
+          "weights": {"template": 0.0, "cd": 1.0, "sd": 1.0, "dsi": 1.0}}
+  path = artifact.write(str(tmp_path / "p"), entries, meta)
+  out, _ = _run(_config(tmp_path / "g", f"prompts_path={path}", "images_per_class=3"))
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(out)
+  assert builder.info.features["label"].names == names
+  rows = [builder.as_data_source("train")[i] for i in range(6)]
+  assert [int(r["label"]) for r in rows] == [1, 1, 1, 3, 3, 3]
+  sd = {p["text"] for e in entries for p in e["prompts"] if p["kind"] == "sd"}
+  assert all(r["prompt"].decode() in sd for r in rows)  # recorded weights: no templates
+  assert [int(r["seed"]) for r in rows[3:]] == [generate.item_seed(0, 3, i) for i in range(3)]
+  path = artifact.write(str(tmp_path / "q"), entries[:1], {**meta, "complete": False})
+  with pytest.raises(DataError, match="is incomplete \\(1 classes written\\)"):
+    _run(_config(tmp_path / "h", f"prompts_path={path}"))
 
 
 def test_dsi_prompt_needs_style_token(tmp_path):
