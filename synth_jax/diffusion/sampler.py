@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any, Sequence
 
 import jax
@@ -103,9 +104,13 @@ class Sampler:
     if dtype is None:
       raise ConfigError(f"dtype={config.dtype!r} is not one of float32, bfloat16, float16")
     pipe = loading.load_pipeline(config.model_path, dtype=dtype)
-    if config.get("style_token_path"):
-      tokens = textual_inversion.load_textual_inversion(pipe, config.style_token_path)
-      log.info("loaded style token(s) %s from %s", tokens, config.style_token_path)
+    path = config.get("style_token_path")
+    if path:  # a learned_embeds file, or a folder of them (per-class inversion)
+      files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]
+               if os.path.isdir(path) else [path])
+      for f in files:
+        tokens = textual_inversion.load_textual_inversion(pipe, f)
+        log.info("loaded style token(s) %s from %s", tokens, f)
     return cls(pipe, mesh, batch_size=config.batch_size, num_steps=config.steps,
                height=config.get("resolution") or None, width=config.get("resolution") or None,
                scheduler=config.get("scheduler", "dpm++2m"),

@@ -1,0 +1,253 @@
+"""`synth-jax invert`: Dataset Style Inversion (one token for a dataset's style), resumable.
+
+    synth-jax invert --config configs/invert/base.py:model=/models/sd15,dataset=dtd \
+        --config.workdir=runs/invert/dtd
+
+Adds a placeholder token (or one per class with `per_class=True`, DA-Fusion style), starts its
+embedding from `init_word`, and trains only that row with the denoising loss (epsilon or v, per
+the model's scheduler) on VAE latents of the real images; every other weight and embedding row is
+a frozen constant of the jitted step, so it cannot change. DSI prompts carry no class name: the
+token stands for the dataset. The batch of step s, its flips, templates, noise and timesteps all
+derive from (seed, s), so a run resumed from an orbax checkpoint ends bit-identical to an
+uninterrupted one. Writes `learned_embeds.safetensors` (diffusers' textual-inversion layout) and
+a preview contact sheet.
+"""
+from __future__ import annotations
+
+import io as _io
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synth_jax import faults, io, runs, sharding
+from synth_jax.diffusion import invert_data
+from synth_jax.diffusion import loading, schedulers, textual_inversion
+from synth_jax.errors import ConfigError, TrainingError, WeightsError
+from synth_jax.models import clip_text, weights
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def validate(config) -> None:
+  if int(config.steps) < 1:
+    raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=3000")
+  if float(config.learning_rate) <= 0:
+    raise ConfigError(f"learning_rate={config.learning_rate} must be > 0")
+  if int(config.resolution) % 8:
+    raise ConfigError(f"resolution={config.resolution} is not divisible by 8; use e.g. 512")
+  if config.dtype not in DTYPES:
+    raise ConfigError(f"dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+  if not config.token.startswith("<") or not config.token.endswith(">"):
+    raise ConfigError(f"token={config.token!r} should look like '<dataset-style>' so it cannot "
+                      "collide with a real word")
+
+
+def tokens_for(config, class_names) -> list[str]:
+  if config.per_class:
+    stem = config.token[1:-1]
+    return [f"<{stem}-{i}>" for i in range(len(class_names))]
+  return [config.token]
+
+
+def _init_vectors(pipe, words: list[str]) -> np.ndarray:
+  """Each token starts at the embedding of its init word (mean over its BPE pieces)."""
+  table = np.asarray(weights.flatten(pipe.params["text_encoder"])[clip_text.TOKEN_EMBEDDING],
+                     np.float32)
+  out = []
+  for w in words:
+    ids = pipe.tokenizer(w, add_special_tokens=False).input_ids
+    if not ids:
+      raise ConfigError(f"init_word={w!r} tokenizes to nothing; pass a plain word such as 'photo'")
+    out.append(table[ids].mean(0))
+  return np.stack(out)
+
+
+class Inverter:
+  """The frozen pipeline, the batch maker and the jitted train step of one inversion run."""
+
+  def __init__(self, config, pipe: loading.StableDiffusion, data: invert_data.InversionData, mesh):
+    self.config, self.pipe, self.data, self.mesh = config, pipe, data, mesh
+    sharding.check_batch(mesh, int(config.batch_size))
+    self.tokens = tokens_for(config, data.class_names)
+    init_words = ([n.replace("_", " ") for n in data.class_names] if config.per_class and
+                  config.init_from_class_name else [config.init_word] * len(self.tokens))
+    init = _init_vectors(pipe, init_words)
+    te = textual_inversion.add_tokens(pipe.tokenizer, pipe.params["text_encoder"], self.tokens,
+                                      list(init))
+    pipe.params["text_encoder"] = te
+    rows = te["embeddings"]["token_embedding"]["embedding"].shape[0]
+    pipe.text_encoder = pipe.text_encoder.clone(vocab_size=rows)
+    self.token_ids = np.asarray(pipe.tokenizer.convert_tokens_to_ids(self.tokens), np.int32)
+    self.init = np.asarray(init, np.float32)  # host copy: device arrays of emb are donated
+    self.templates = invert_data.prompt_ids(pipe, config, self.tokens)  # (tokens, templates, 77)
+    rep = sharding.replicated(mesh)
+    self.frozen = jax.device_put({k: pipe.params[k] for k in ("unet", "text_encoder")}, rep)
+    self.sched_config = dict(pipe.scheduler_config)
+    import optax
+    self.tx = optax.adamw(float(config.learning_rate), weight_decay=float(config.weight_decay))
+    # one output sharding for every step, so step 2 reuses step 1's executable
+    self._step = jax.jit(self._train_step, donate_argnums=(0, 1), out_shardings=rep)
+
+  def loss(self, emb, frozen, ids, mean, std, key):
+    """Denoising MSE for one batch; the only free variable is `emb` (tokens, D)."""
+    k_lat, k_noise, k_t = jax.random.split(key, 3)
+    latents = (mean + std * jax.random.normal(k_lat, mean.shape)) * self.pipe.vae_scaling_factor
+    noise = jax.random.normal(k_noise, latents.shape)
+    t = jax.random.randint(k_t, (latents.shape[0],), 0,
+                           int(self.sched_config.get("num_train_timesteps", 1000)))
+    return self.denoising_loss(emb, frozen, ids, latents, noise, t)
+
+  def denoising_loss(self, emb, frozen, ids, latents, noise, t):
+    """The loss for given (scaled) latents, noise and timesteps (what the parity test checks)."""
+    pipe = self.pipe
+    te_params = frozen["text_encoder"]
+    table = te_params["embeddings"]["token_embedding"]["embedding"]
+    table = table.at[self.token_ids].set(emb.astype(table.dtype))
+    text = pipe.text_encoder.apply({"params": te_params}, ids, inputs_embeds=table[ids])
+    noisy = schedulers.add_noise(self.sched_config, latents, noise, t)
+    target = schedulers.training_target(self.sched_config, latents, noise, t)
+    pred = pipe.unet.apply({"params": frozen["unet"]}, noisy.astype(pipe.dtype), t,
+                           text["last_hidden_state"])
+    return jnp.mean((pred.astype(jnp.float32) - target) ** 2)
+
+  def _train_step(self, emb, opt_state, frozen, ids, mean, std, key):
+    loss, grad = jax.value_and_grad(self.loss)(emb, frozen, ids, mean, std, key)
+    updates, opt_state = self.tx.update(grad, opt_state, emb)
+    import optax
+    return optax.apply_updates(emb, updates), opt_state, loss
+
+  def batch(self, step: int):
+    """(ids, latent mean, latent std, key) of step `step`, from (seed, step) only."""
+    ids, mean, std = self.data.batch(int(self.config.seed), step, int(self.config.batch_size),
+                                     self.templates)
+    ids, mean, std = sharding.shard_batch((ids, mean, std), self.mesh)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), step)
+    return ids, mean, std, key
+
+  def step(self, emb, opt_state, step: int):
+    ids, mean, std, key = self.batch(step)
+    return self._step(emb, opt_state, self.frozen, ids, mean, std, key)
+
+
+def _manager(workdir: str, keep: int):
+  import orbax.checkpoint as ocp
+  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                      enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
+
+
+def _save(mngr, step: int, emb, opt_state, meta: dict) -> None:
+  import orbax.checkpoint as ocp
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"emb": emb, "opt": opt_state}),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
+  mngr.wait_until_finished()
+
+
+def _restore(mngr, step: int, emb, opt_state, tokens: list[str]):
+  import orbax.checkpoint as ocp
+  meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  if list(meta.get("tokens", [])) != tokens or tuple(meta.get("shape", ())) != tuple(emb.shape):
+    raise ConfigError(f"checkpoint {step} in {mngr.directory} was made for tokens "
+                      f"{meta.get('tokens')} shape {meta.get('shape')}, not {tokens} "
+                      f"{tuple(emb.shape)}; use a new --config.workdir")
+  state = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore({"emb": emb, "opt": opt_state})))["state"]
+  return state["emb"], state["opt"]
+
+
+def invert(config) -> str:
+  """Runs (or resumes) the inversion; returns the path of learned_embeds.safetensors."""
+  validate(config)
+  workdir = runs.workdir(config)
+  out = os.path.join(workdir, "learned_embeds.safetensors")
+  if os.path.exists(out):
+    log.info("%s exists: inversion already finished", out)
+    return out
+  if not os.path.isdir(os.path.expanduser(config.model_path or "")):
+    raise WeightsError(f"pipeline folder {config.model_path!r} does not exist; pass a diffusers "
+                       "Stable Diffusion folder: --config.model_path=/path/to/sd")
+  mesh = sharding.make_mesh(config.mesh)
+  pipe = loading.load_pipeline(config.model_path, dtype=DTYPES[config.dtype])
+  data = invert_data.load(config, pipe, mesh, workdir)
+  inv = Inverter(config, pipe, data, mesh)
+  emb = jax.device_put(inv.init, sharding.replicated(mesh))
+  opt_state = inv.tx.init(emb)
+  mngr = _manager(workdir, int(config.keep_checkpoints))
+  start = 0
+  if mngr.latest_step() is not None:
+    start = int(mngr.latest_step())
+    emb, opt_state = _restore(mngr, start, emb, opt_state, inv.tokens)
+    log.info("resuming inversion at step %d", start)
+  meta = {"tokens": inv.tokens, "shape": list(emb.shape)}
+  total = int(config.steps)
+  bar = runs.progress(total=total, initial=start, desc="invert", unit="step")
+  losses = []
+  for step in range(start, total):
+    if runs.should_stop():
+      _save(mngr, step, emb, opt_state, meta)
+      raise runs.Preempted(f"invert: SIGTERM received; saved step {step}, rerun the same command "
+                           "to continue")
+    new_emb, new_opt, loss = inv.step(emb, opt_state, step)
+    loss = float(loss)
+    if not np.isfinite(loss):
+      last = mngr.latest_step()
+      raise TrainingError(f"loss is {loss} at inversion step {step}; the last good checkpoint "
+                          f"(step {last}) is kept: lower --config.learning_rate (now "
+                          f"{config.learning_rate}) and rerun")
+    emb, opt_state = new_emb, new_opt
+    losses.append(loss)
+    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    bar.update(1)
+    done = step + 1
+    if done % int(config.checkpoint_every) == 0 or done == total:
+      _save(mngr, done, emb, opt_state, meta)
+    faults.point("invert_step")
+  bar.close()
+  vectors = np.asarray(jax.device_get(emb), np.float32)
+  io.write_json(os.path.join(workdir, "invert_log.json"),
+                {"tokens": inv.tokens, "steps": total, "last_losses": losses[-50:],
+                 "init_words": config.init_word})
+  if int(config.preview_images) > 0:
+    _preview(config, workdir, inv.tokens, vectors)
+  if config.per_class:  # diffusers' loader takes one token per file: one file per class
+    for i, (name, tok) in enumerate(zip(inv.data.class_names, inv.tokens)):
+      textual_inversion.save_learned_embeds(
+          os.path.join(workdir, "per_class", f"{i:04d}.safetensors"), {tok: vectors[i]})
+    io.write_json(os.path.join(workdir, "per_class", "tokens.json"),
+                  {name: tok for name, tok in zip(inv.data.class_names, inv.tokens)})
+  # learned_embeds.safetensors is written last (the completion marker). For per_class runs it
+  # holds every token as a record; generation loads the per_class/ folder instead
+  # (--config.style_token_path=<workdir>/per_class), one file per token as diffusers expects.
+  textual_inversion.save_learned_embeds(out, dict(zip(inv.tokens, vectors)))
+  log.info("wrote %s (%d token(s))", out, len(inv.tokens))
+  return out
+
+
+def _preview(config, workdir: str, tokens: list[str], vectors: np.ndarray) -> None:
+  """A contact sheet of images generated with the learned token (fresh pipeline, our sampler)."""
+  from PIL import Image
+  from synth_jax.diffusion import sampler as sampler_lib
+  pipe = loading.load_pipeline(config.model_path, dtype=DTYPES[config.dtype])
+  for tok, vec in zip(tokens, vectors):  # the loader takes one token at a time, like diffusers'
+    textual_inversion.load_textual_inversion(pipe, {tok: vec})
+  n = int(config.preview_images)
+  mesh = sampler_lib.local_mesh(None)
+  batch = -(-n // sharding.data_parallel_size(mesh)) * sharding.data_parallel_size(mesh)
+  s = sampler_lib.Sampler(pipe, mesh, batch_size=batch, num_steps=int(config.preview_steps),
+                          height=int(config.resolution), width=int(config.resolution),
+                          scheduler="dpm++2m")
+  prompts = [str(config.preview_prompt).format(tokens[i % len(tokens)]) for i in range(batch)]
+  images = s(prompts, "", np.arange(batch, dtype=np.uint32), 7.5)[:n]
+  h, w = images.shape[1:3]
+  cols = min(4, n)
+  sheet = Image.new("RGB", (cols * w, -(-n // cols) * h))
+  for i, im in enumerate(images):
+    sheet.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
+  buf = _io.BytesIO()
+  sheet.save(buf, format="PNG")
+  io.write_bytes(os.path.join(workdir, "preview_contact_sheet.png"), buf.getvalue())
+
