@@ -50,7 +50,8 @@ def validate(config) -> None:
   if weights is not None:
     from synth_jax.prompts import diversify
     if not hasattr(weights, "items") or set(weights) - set(diversify.KINDS):
-      shown = dict(weights) if hasattr(weights, "items") else weights  # ConfigDict repr is multi-line
+      # dict(): a ConfigDict's repr spans lines
+      shown = dict(weights) if hasattr(weights, "items") else weights
       raise ConfigError(f"prompt_weights={shown!r} must be a dict over {list(diversify.KINDS)}; "
                         "e.g. --config.prompt_weights=\"{'cd': 1, 'sd': 1}\"")
   if config.get("image_format", "png") not in ("png", "jpeg"):
@@ -244,7 +245,9 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
                      class_list.weights)
   per_shard = int(config.images_per_shard)
   num_shards = math.ceil(len(items) / per_shard)
-  w = writer_lib.DatasetWriter(workdir, "synthetic", _features(class_list.names, config.image_format),
+  finish.check_plan(config, workdir, class_list.names, items)
+  features = _features(class_list.names, config.image_format)
+  w = writer_lib.DatasetWriter(workdir, "synthetic", features,
                                jpeg_quality=int(config.jpeg_quality),
                                description="synthetic images from synth-jax generate")
   if os.path.exists(os.path.join(w.dataset_dir, "dataset_info.json")):

@@ -1,18 +1,56 @@
-"""What process 0 of the generate job does after its own shards: wait, repair, contact sheets."""
+"""The generate job's bookkeeping: the plan check on (re)start, and process 0's wait, repair and
+contact sheets after the shards."""
 from __future__ import annotations
 
+import hashlib
 import io as _io
+import json
 import logging
 import math
 import os
 import time
 
 from synth_jax import io, runs
+from synth_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SHEET = 16  # images per contact sheet (4 x 4)
 POLL_S = 10.0  # how often process 0 looks for the other processes' shards
 STALE_S = 60.0  # an unrecorded shard file this old lost its manifest entry (see wait_for_shards)
+PLAN = "generate_plan.json"
+# Settings that change an image's bytes. Not here: batch_size, mesh, encode_threads (the images do
+# not depend on them) and attention/fsdp (kernels, not the model).
+PLAN_KEYS = ("model_path", "dtype", "style_token_path", "resolution", "steps", "guidance",
+             "scheduler", "scheduler_overrides", "negative_prompt", "image_format", "jpeg_quality",
+             "images_per_shard")
+
+
+def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> None:
+  """Records what this workdir generates; a rerun with other settings is refused, not mixed in.
+
+  Shards are kept by name on a rerun, so without this a rerun with another seed, guidance or
+  prompt list would silently add differently made images beside the old ones.
+  """
+  settings = {k: config.get(k) for k in PLAN_KEYS}
+  for k in ("model_path", "style_token_path"):  # the same folder named from another cwd
+    settings[k] = os.path.abspath(os.path.expanduser(settings[k])) if settings[k] else ""
+  settings = json.loads(json.dumps(settings, default=lambda v: v.to_dict() if hasattr(
+      v, "to_dict") else str(v), sort_keys=True))
+  blob = json.dumps([names, [(it["label"], it["prompt"], it["seed"]) for it in items]])
+  plan = {"settings": settings, "num_images": len(items),
+          "images_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+  path = os.path.join(workdir, PLAN)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old == plan:
+      return
+    changed = [k for k in PLAN_KEYS if old.get("settings", {}).get(k) != settings[k]]
+    what = (f"settings {changed}" if changed else "images (seed, classes, prompts, "
+            f"prompt_weights or images_per_class; {old.get('num_images')} -> {len(items)} images)")
+    raise ConfigError(f"{workdir} was generated with different {what}; use a new --config.workdir "
+                      f"(or delete {path} and the synthetic/ folder to start over)")
+  io.write_json(path, plan)
 
 
 def wait_for_shards(w, split: str, num_shards: int) -> None:
@@ -31,7 +69,8 @@ def wait_for_shards(w, split: str, num_shards: int) -> None:
     for name in (n for n in names if n not in recorded):
       path = os.path.join(w.dataset_dir, name)
       if os.path.exists(path) and time.time() - os.path.getmtime(path) > STALE_S:
-        log.warning("%s is complete but not in manifest.json (concurrent write); recording it", name)
+        log.warning("%s is complete but not in manifest.json (concurrent write); recording it",
+                    name)
         io.record_file(w.dataset_dir, name)
     missing = [n for n in names if n not in io.read_manifest(w.dataset_dir)]
     if not missing:

@@ -92,6 +92,19 @@ def test_jpeg_dataset(tmp_path):
   assert b"\x89PNG" not in raw
 
 
+def test_rerun_with_other_settings_is_refused_not_mixed(tmp_path):
+  work = tmp_path / "g"
+  _run(_config(work, "images_per_shard=8"))
+  _run(_config(work, "images_per_shard=8", "batch_size=4"))  # batch size: same images, allowed
+  with pytest.raises(ConfigError, match=r"with different settings \['guidance'\]; use a new") as e:
+    _run(_config(work, "images_per_shard=8", "guidance=3.0"))
+  assert "\n" not in str(e.value)
+  with pytest.raises(ConfigError, match=r"different images \(seed.*; 15 -> 15 images\)"):
+    _run(_config(work, "images_per_shard=8", "seed=1"))
+  with pytest.raises(ConfigError, match=r"15 -> 18 images"):
+    _run(_config(work, "images_per_shard=8", "images_per_class=6"))
+
+
 def test_same_images_for_any_batch_size(tmp_path):
   a, _ = _run(_config(tmp_path / "a", "batch_size=2"))
   b, _ = _run(_config(tmp_path / "b", "batch_size=8"))
