@@ -45,7 +45,8 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
       raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
     start, end = info["data_offsets"]
     if end > len(data):
-      raise WeightsError(f"{path}: tensor {name!r} runs past the end of the file (truncated?)")
+      raise WeightsError(f"{path}: tensor {name!r} runs past the end of the file (truncated?); "
+                         "download or export it again")
     out[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"]).copy()
   return out
 
