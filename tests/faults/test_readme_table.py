@@ -10,7 +10,7 @@ import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECTION = "## What happens when..."
-NODE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([^\]]+)\])?`")
+NODE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[(.+?)\])?`")  # ids may hold brackets
 
 
 def table_rows():
@@ -24,6 +24,11 @@ def table_rows():
   return lines[2:]
 
 
+def _id(value) -> str:
+  # pytest escapes strings in ids the same way (backslashes doubled, non-ASCII as \\u....).
+  return value.encode("unicode_escape").decode("ascii") if isinstance(value, str) else str(value)
+
+
 def _param_ids(decorator) -> list[str]:
   """pytest's ids for a literal `pytest.mark.parametrize(names, values[, ids=...])`."""
   names = ast.literal_eval(decorator.args[0])
@@ -32,7 +37,7 @@ def _param_ids(decorator) -> list[str]:
     if kw.arg == "ids":
       return list(ast.literal_eval(kw.value))
   multi = isinstance(names, (list, tuple)) or "," in names
-  return ["-".join(str(v) for v in value) if multi else str(value) for value in values]
+  return ["-".join(_id(v) for v in value) if multi else _id(value) for value in values]
 
 
 def _tests_in(path) -> dict[str, tuple[list[str] | None, bool]]:
@@ -84,3 +89,5 @@ def test_param_ids_follow_pytest():
   assert _param_ids(tree.body[0].decorator_list[0]) == ["x=1-y z", "p-2"]
   tree = ast.parse('@pytest.mark.parametrize("mode", ["L", "CMYK"])\ndef f(): pass')
   assert _param_ids(tree.body[0].decorator_list[0]) == ["L", "CMYK"]
+  tree = ast.parse('@pytest.mark.parametrize("g,m", [("g=80", "outside \\\\[0, 50\\\\]")])\ndef f(): pass')
+  assert _param_ids(tree.body[0].decorator_list[0]) == ["g=80-outside \\\\[0, 50\\\\]"]
