@@ -13,7 +13,7 @@ os.environ.setdefault("SYNTH_JAX_NO_PROGRESS", "1")
 
 import pytest  # noqa: E402
 
-SLOW_FRACTION = float(os.environ.get("SYNTH_JAX_SLOW_FRACTION", "0.34"))
+SLOW_FRACTION = float(os.environ.get("SYNTH_JAX_SLOW_FRACTION", "0.2"))
 
 
 def pytest_addoption(parser):

@@ -167,6 +167,7 @@ def test_tiny_pipeline_loads_in_diffusers_and_ours(tmp_path):
   assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_needs_no_torch(tmp_path):
   code = ("import sys; from synth_jax.diffusion import tiny, loading; "
           f"p = tiny.make_tiny_pipeline({str(tmp_path / 'tiny')!r}, sample_size=8); "

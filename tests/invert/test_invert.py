@@ -43,6 +43,7 @@ def _inverter(cfg):
   return invert.Inverter(cfg, pipe, data, mesh), pipe
 
 
+@pytest.mark.slow
 def test_only_the_token_row_trains_and_export_loads_in_diffusers(setup, tmp_path):
   import torch
   root, pt, data = setup

@@ -284,7 +284,7 @@ def test_sigterm_saves_finished_classes_and_rerun_completes(tmp_path, image_fold
   from synth_jax.diffusion import generate
   gen = config_lib.load_config(os.path.join(ROOT, "configs", "generate", "base.py") +
                                f":prompts={path}")
-  classes = generate.load_classes(gen)
+  classes = generate.load_classes(gen).classes
   assert [c["name"] for c in classes] == ["crane", "jaguar", "mouse"]
   assert {p["kind"] for p in classes[0]["prompts"]} == {"template", "cd"}
 

@@ -75,6 +75,7 @@ def test_mix_honours_ratio(data, tmp_path):
   assert abs(domains.mean() - 0.25) < 0.04, domains.mean()
 
 
+@pytest.mark.slow
 def test_auxbn_trains_both_domains_and_evaluates_on_real(data, tmp_path):
   real, syn = data
   cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="auxbn", steps2=3)
