@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from synth_jax import config as config_lib
 from synth_jax import io
-from synth_jax.errors import ConfigError, SynthJaxError
+from synth_jax.errors import ConfigError, RunDirError, SynthJaxError
 
 _stop = threading.Event()
 
@@ -54,10 +54,29 @@ def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
   """config -> run dir (locked, config.json written) -> stage function, with SIGTERM handled."""
   run_dir = workdir(config)
   with io.run_lock(run_dir), preemption_handler():
+    names = ["config.json"] + ([f"config.{stage}.json"] if stage != "config" else [])
+    previous = {n: _read_bytes(os.path.join(run_dir, n)) for n in names}
     config_lib.save_config(config, run_dir)
     if stage != "config":
       io.write_json(os.path.join(run_dir, f"config.{stage}.json"), config_lib.to_dict(config))
-    return fn(config)
+    try:
+      return fn(config)
+    except (ConfigError, RunDirError):
+      # A refused config (e.g. a resume with another model) must not replace the record of
+      # the config that wrote the run directory's outputs. (Errors after work started, e.g. a
+      # NaN loss, keep the new record: its checkpoints were written with it.)
+      for n, data in previous.items():
+        if data is not None:
+          io.write_bytes(os.path.join(run_dir, n), data)
+      raise
+
+
+def _read_bytes(path: str) -> bytes | None:
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except FileNotFoundError:
+    return None
 
 
 def setup_logging(verbose: bool = False) -> None:

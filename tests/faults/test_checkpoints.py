@@ -92,3 +92,54 @@ def test_old_records_are_pruned_with_their_checkpoints(tmp_path):
     loop.save(mngr, step, _state(4), {"stage": 0, "stage_step": step, "stage_done": False}, it)
   assert sorted(json.loads((tmp_path / integrity.MANIFEST).read_text())) == ["2", "3"]
   assert sorted(mngr.all_steps()) == [2, 3]
+
+
+def _error_line(err):
+  assert "Traceback" not in err
+  errors = [line for line in err.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1, err[-3000:]
+  return errors[0]
+
+
+@pytest.mark.slow
+def test_cli_resume_refuses_other_model_and_names_a_truncated_checkpoint(tmp_path):
+  """Through `synth-jax train`: a resume with another model is refused (config record kept); a
+  truncated checkpoint is named; deleting it as told resumes from the one before."""
+  from synth_jax import config as config_lib
+  from tests.train import helpers
+  real, syn = helpers.write_data(tmp_path / "data")
+  run = tmp_path / "run"
+  cfg = helpers.tiny_config(run, real, syn, steps2=2, checkpoint_every=1)
+  spec = tmp_path / "run.json"
+  spec.write_text(json.dumps(config_lib.to_dict(cfg)))
+  env = dict(os.environ, SYNTH_JAX_NO_PROGRESS="1")
+
+  def train(*extra):
+    return subprocess.run([sys.executable, "-m", "synth_jax.cli", "train", "--config",
+                           f"configs/train/from_json.py:{spec}", *extra], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  first = train()
+  assert first.returncode == 0, first.stderr[-2000:]
+  results = json.loads((run / "results.json").read_text())
+  os.remove(run / "results.json")  # so the rerun resumes from the checkpoints
+  record = {n: (run / n).read_bytes() for n in ("config.json", "config.train.json")}
+  other = train("--config.model=resnet:basic:1,1,1,2")
+  assert other.returncode == 2
+  line = _error_line(other.stderr)
+  assert f"error: checkpoint {run / 'checkpoints' / '2'} was written by an incompatible config" in line
+  assert "pass a new --config.workdir" in line
+  assert {n: (run / n).read_bytes() for n in record} == record  # the run's config record is kept
+  files = json.loads((run / integrity.MANIFEST).read_text())["2"]
+  victim = max((r for r in files if r.startswith("state/")), key=lambda r: files[r]["size"])
+  with open(run / "checkpoints" / "2" / victim, "r+b") as f:
+    f.truncate(10)
+  broken = train()
+  assert broken.returncode == 2
+  line = _error_line(broken.stderr)
+  assert f"checkpoint file {run / 'checkpoints' / '2' / victim} has 10 bytes" in line
+  import shutil
+  shutil.rmtree(run / "checkpoints" / "2")  # what the message says to do
+  again = train()
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "resuming from checkpoint 1" in again.stderr
+  assert json.loads((run / "results.json").read_text())["top1"] == results["top1"]
