@@ -143,3 +143,68 @@ def test_cli_resume_refuses_other_model_and_names_a_truncated_checkpoint(tmp_pat
   assert again.returncode == 0, again.stderr[-2000:]
   assert "resuming from checkpoint 1" in again.stderr
   assert json.loads((run / "results.json").read_text())["top1"] == results["top1"]
+
+
+# Runs the CLI with a kill point just before orbax renames a finished temp checkpoint into place.
+RUNNER = """
+import sys
+from orbax.checkpoint._src.path import async_path
+from synth_jax import cli, faults
+rename = async_path.rename
+async def commit(src, dst):
+  if dst.parent.name == "checkpoints":  # the step's rename (its items are renamed before it)
+    faults.point("checkpoint_commit")
+  return await rename(src, dst)
+async_path.rename = commit
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_kill9_during_checkpoint_commit_and_record_then_rerun_equals_uninterrupted(tmp_path):
+  """kill -9 inside orbax's commit (temp dir written, not renamed), then right after a commit
+  before its size/hash record; the rerun equals an uninterrupted run bitwise."""
+  from synth_jax import config as config_lib
+  from synth_jax import runs
+  from synth_jax.models import weights
+  from synth_jax.train import stage
+  from tests.train import helpers
+  import jax
+  import orbax.checkpoint as ocp
+  real, syn = helpers.write_data(tmp_path / "data")
+  ref = helpers.tiny_config(tmp_path / "ref", real, syn, steps2=4, checkpoint_every=1)
+  runs.run_stage("train", stage.train, ref)
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, steps2=4, checkpoint_every=1)
+  spec = tmp_path / "run.json"
+  spec.write_text(json.dumps(config_lib.to_dict(cfg)))
+  cmd = [sys.executable, "-c", RUNNER, "train", "--config", f"configs/train/from_json.py:{spec}"]
+  env = dict(os.environ, SYNTH_JAX_NO_PROGRESS="1")
+  run = tmp_path / "run"
+
+  def steps():
+    return sorted(loop.checkpoint_manager(str(run), 10).all_steps())
+  # 1: killed in checkpoint 2's commit; 2: the rerun's hits of atomic_write are config.json,
+  # config.train.json, then checkpoint 2's record: killed after orbax committed it.
+  for kill_at, want_steps, recorded in (("checkpoint_commit:2", [1], ["1"]),
+                                        ("atomic_write:3", [1, 2], ["1"])):
+    p = subprocess.run(cmd, cwd=REPO, env=dict(env, SYNTH_JAX_KILL_AT=kill_at),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert steps() == want_steps
+    assert sorted(json.loads((run / integrity.MANIFEST).read_text())) == recorded
+  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert "resuming from checkpoint 2" in p.stderr
+  assert steps() == [1, 2, 3, 4]
+  assert sorted(json.loads((run / integrity.MANIFEST).read_text())) == ["1", "3", "4"]
+
+  def params(workdir):
+    mngr = loop.checkpoint_manager(str(workdir), 10)
+    tree = mngr.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    return weights.flatten(jax.device_get(tree["params"]))
+  got, want = params(run), params(tmp_path / "ref")
+  assert set(got) == set(want)
+  for k in got:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  assert (json.loads((run / "results.json").read_text())["top1"] ==
+          json.loads((tmp_path / "ref" / "results.json").read_text())["top1"])
