@@ -126,7 +126,8 @@ def test_cli_resume_refuses_other_model_and_names_a_truncated_checkpoint(tmp_pat
   other = train("--config.model=resnet:basic:1,1,1,2")
   assert other.returncode == 2
   line = _error_line(other.stderr)
-  assert f"error: checkpoint {run / 'checkpoints' / '2'} was written by an incompatible config" in line
+  ckpt = run / "checkpoints" / "2"
+  assert f"error: checkpoint {ckpt} was written by an incompatible config" in line
   assert "pass a new --config.workdir" in line
   assert {n: (run / n).read_bytes() for n in record} == record  # the run's config record is kept
   files = json.loads((run / integrity.MANIFEST).read_text())["2"]

@@ -89,5 +89,6 @@ def test_param_ids_follow_pytest():
   assert _param_ids(tree.body[0].decorator_list[0]) == ["x=1-y z", "p-2"]
   tree = ast.parse('@pytest.mark.parametrize("mode", ["L", "CMYK"])\ndef f(): pass')
   assert _param_ids(tree.body[0].decorator_list[0]) == ["L", "CMYK"]
-  tree = ast.parse('@pytest.mark.parametrize("g,m", [("g=80", "outside \\\\[0, 50\\\\]")])\ndef f(): pass')
+  tree = ast.parse('@pytest.mark.parametrize("g,m", [("g=80", "outside \\\\[0, 50\\\\]")])\n'
+                   'def f(): pass')
   assert _param_ids(tree.body[0].decorator_list[0]) == ["g=80-outside \\\\[0, 50\\\\]"]

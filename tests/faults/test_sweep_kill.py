@@ -62,7 +62,8 @@ def test_sweep_kill9_then_rerun_equals_uninterrupted(tmp_path):
   first = tmp_path / "killed" / "points" / POINTS[0]
   assert (first / "results.json").exists()
   assert not (tmp_path / "killed" / "points" / POINTS[1] / "results.json").exists()
-  assert loop.checkpoint_manager(str(tmp_path / "killed" / "points" / POINTS[1]), 10).latest_step() == 1
+  second = tmp_path / "killed" / "points" / POINTS[1]
+  assert loop.checkpoint_manager(str(second), 10).latest_step() == 1
   stamp = (first / "results.json").stat().st_mtime_ns
   again = _run(cmd)
   assert again.returncode == 0, again.stderr[-2000:]
