@@ -118,8 +118,11 @@ def test_token_gradient_matches_pytorch(setup, tmp_path):
 def test_loss_goes_down_on_a_toy_set(setup, tmp_path):
   """A fixed toy batch (4 real images, fixed noise and timesteps): only the token row moves."""
   import optax
+  from synth_jax.diffusion import tiny
   root, pt, data = setup
-  cfg = _config(root, data, tmp_path / "l")
+  # our own random init (diffusers' torch init leaves the text path almost without influence here)
+  tiny.make_tiny_pipeline(str(tmp_path / "sd"), seed=5)
+  cfg = _config(tmp_path, data, tmp_path / "l")
   inv, pipe = _inverter(cfg)
   ids, mean, std, key = inv.batch(0)
   ids, mean = np.asarray(ids)[:4], np.asarray(mean)[:4]
@@ -127,22 +130,22 @@ def test_loss_goes_down_on_a_toy_set(setup, tmp_path):
   latents = mean * pipe.vae_scaling_factor
   noise = rng.standard_normal(latents.shape).astype(np.float32)
   t = np.array([50, 300, 600, 900])
-  tx = optax.adam(0.1)
+  tx = optax.adam(0.3)
   loss_fn = jax.jit(jax.value_and_grad(
       lambda e: inv.denoising_loss(e, inv.frozen, ids, latents, noise, t)))
   emb = jnp.asarray(inv.init)
   opt = tx.init(emb)
   before, _ = loss_fn(emb)
-  for _ in range(30):
+  for _ in range(60):
     loss, g = loss_fn(emb)
     upd, opt = tx.update(g, opt)
     emb = optax.apply_updates(emb, upd)
   after, _ = loss_fn(emb)
   before, after = float(before), float(after)
   print(f"toy inversion loss {before:.4f} -> {after:.4f} ({100 * (before - after) / before:.1f}% lower)")
-  # A random tiny UNet lets one 32-d token explain little of the loss: we require a clear, steady
-  # decrease (measured: about 0.2% over 30 Adam steps) rather than a large one.
-  assert after < before * 0.999
+  # A random tiny UNet lets one 32-d token explain only part of the loss: measured 1.3029 -> 1.2768
+  # (2.0% lower) over 60 Adam steps at lr 0.3 (4.4% at lr 3.0); require at least 1%.
+  assert after < before * 0.99
 
 
 @pytest.mark.slow
