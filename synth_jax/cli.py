@@ -17,7 +17,7 @@ STAGES = {
     "generate": ("synth_jax.diffusion.generate:generate", "render prompts with Stable Diffusion into a tfds synthetic dataset"),
     "invert": ("synth_jax.diffusion.invert:invert", "Dataset Style Inversion: learn one style token for a real dataset"),
     "filter": ("synth_jax.prompts.filter:filter_dataset", "drop synthetic images that CLIP scores low or misclassifies"),
-    "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged(++), auxbn"),
+    "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged, auxbn"),
     "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),
     "data": ("synth_jax.data.stage:data", "import a local image folder or CSV as a tfds dataset"),
     "demo": ("synth_jax.demo:demo", "the whole pipeline on scikit-learn digits with a tiny untrained generator"),

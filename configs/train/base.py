@@ -8,9 +8,10 @@ Methods (facts.md 1.5, 1.6; paper B for auxbn):
   vanilla         real only.
   mix             real + synthetic in one stream; `mix_ratio` = synthetic fraction of each batch.
   synthetic_only  synthetic only.
-  bridged         stage 1 synthetic, stage 2 real; head kept, no Mixup (the paper's plain row).
-  bridged_fc      + FC re-initialisation before stage 2 (paper ablation row "+ FC Reinit").
-  bridged++       + FC re-initialisation + Mixup in stage 1 (paper: "+ FC Reinit & Mixup").
+  bridged         stage 1 synthetic with Mixup, head re-initialised, stage 2 real without Mixup.
+  bridged++       the same plan under the paper's name (Bridged++ = "+ FC Reinit & Mixup").
+  bridged_plain   stage 1 synthetic, stage 2 real; head kept, no Mixup (the paper's plain row).
+  bridged_fc      bridged_plain + FC re-initialisation before stage 2 (paper row "+ FC Reinit").
   auxbn           joint training on paired real/synthetic batches, per-domain BatchNorm, eval on
                   the real statistics (Yu et al.; the split follows AdvProp, facts.md 2.4).
 Stage 2 never uses Mixup unless `stage2.mixup_alpha` is set. `reinit_head=None` means "the method's
@@ -18,7 +19,7 @@ default"; True/False forces it. Single-stage methods use `stage2`'s optimisation
 
 OUR defaults (the papers give no optimizer, schedule, epochs, batch size or Mixup alpha; facts.md
 1.5 "NOT FOUND"): SGD momentum 0.9, lr 0.01, cosine with 5% warmup, weight decay 5e-4 on kernels
-only, label smoothing 0.1, Mixup alpha 0.2 (bridged++ stage 1), 224 px, batch 256.
+only, label smoothing 0.1, Mixup alpha 0.2 (bridged / bridged++ stage 1), 224 px, batch 256.
 """
 import ml_collections
 

@@ -18,21 +18,28 @@ def data(tmp_path_factory):
 
 def test_plan_defaults():
   c = helpers.tiny_config("/tmp/unused", "", "", method="bridged")
+  # Issue 9's bridged: stage-1 Mixup on, stage-2 Mixup off, head re-initialised before stage 2.
   assert [(s.name, s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [
-      ("synthetic", 0.0, False), ("real", 0.0, False)]
-  c.method = "bridged_fc"
-  assert [s.reinit_head for s in stage.plan(c)] == [False, True]
-  c.method = "bridged++"
+      ("synthetic", 0.2, False), ("real", 0.0, True)]
+  c.method = "bridged++"  # the paper's name for the same plan
   assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.2, False), (0.0, True)]
+  c.method = "bridged_plain"
+  assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.0, False), (0.0, False)]
+  c.method = "bridged_fc"
+  assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.0, False), (0.0, True)]
+  c.stage1.mixup_alpha = 0.0  # explicit settings win over the method's defaults
+  c.method = "bridged"
+  assert stage.plan(c)[0].mixup_alpha == 0.0
+  c.stage1.mixup_alpha = None
   c.stage2.mixup_alpha = 0.4
   assert stage.plan(c)[1].mixup_alpha == 0.4
   c.method = "auxbn"
   assert [s.name for s in stage.plan(c)] == ["paired"]
 
 
-def test_bridged_pp_reinits_only_head_and_mixup_stage1_only(data, tmp_path, monkeypatch):
+def test_bridged_reinits_only_head_and_mixup_stage1_only(data, tmp_path, monkeypatch):
   real, syn = data
-  cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="bridged++")
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="bridged")
   seen, made = [], []
   orig_loop, orig_make = loop.run_stage_loop, steps_lib.make_train_step
 
