@@ -4,8 +4,10 @@
     python bench/generate.py --model tiny --resolution 16 --batch 2 --steps 4   # CPU smoke run
 
 Random weights at the real shapes (speed does not depend on the values). Prints one JSON object:
-images/s, UNet step ms, VAE decode ms, compile s, peak device memory, and the same for diffusers
-(eager, and torch.compile where it works) when torch is installed and --torch is not 'none'.
+images/s, UNet step ms, VAE decode ms, compile s, peak device memory, XLA's FLOP count of one UNet
+step (and the TFLOP/s it achieves), where a batch's time goes (UNet loop / VAE decode / the rest),
+and the same for diffusers (eager, and torch.compile where it works) when torch is installed and
+--torch is not 'none'. `--profile DIR` also writes a jax.profiler trace of one batch.
 """
 from __future__ import annotations
 
@@ -106,21 +108,50 @@ def bench_jax(args, cfg) -> dict:
   s(prompts, "", seeds, 7.5)
   compile_s = time.perf_counter() - t
   total = timed(lambda: s(prompts, "", seeds + 1, 7.5), args.repeats)
+  if args.profile:  # one more call under the profiler: open the trace in TensorBoard / Perfetto
+    with jax.profiler.trace(args.profile):
+      s(prompts, "", seeds + 2, 7.5)
 
   f = pipe.vae_scale_factor
   h = args.resolution // f
   x = jnp.zeros((2 * args.batch, h, h, 4), dtype)
   ctx = jnp.zeros((2 * args.batch, 77, cfg["unet"]["cross_attention_dim"]), dtype)
   unet_fn = jax.jit(lambda p, x: s.unet.apply({"params": p}, x, jnp.full((x.shape[0],), 500), ctx))
+  unet_flops = flops(unet_fn, s.params["unet"], x)
   unet_fn(s.params["unet"], x).block_until_ready()
   unet_s = timed(lambda: unet_fn(s.params["unet"], x).block_until_ready(), args.repeats)
   z = jnp.zeros((args.batch, h, h, 4), dtype)
   dec = jax.jit(lambda p, z: s.vae.apply({"params": p}, z, method=s.vae.decode))
+  vae_flops = flops(dec, s.params["vae"], z)
   dec(s.params["vae"], z).block_until_ready()
   vae_s = timed(lambda: dec(s.params["vae"], z).block_until_ready(), args.repeats)
-  return {"images_per_s": args.batch / total, "batch_s": total, "unet_step_ms": unet_s * 1e3,
-          "vae_decode_ms": vae_s * 1e3, "compile_s": compile_s, "peak_bytes": peak_bytes(),
-          "attention": sampler.attention_impl_for(dtype, args.attention)}
+  # Where a batch's time goes: the denoising loop is `steps` UNet calls on the CFG-doubled batch;
+  # the rest (text encoder, scheduler arithmetic, uint8 conversion, dispatch) is what is left.
+  unet_total = args.steps * unet_s
+  split = {"unet_loop_s": unet_total, "vae_decode_s": vae_s,
+           "other_s": max(total - unet_total - vae_s, 0.0)}
+  out = {"images_per_s": args.batch / total, "batch_s": total, "unet_step_ms": unet_s * 1e3,
+         "vae_decode_ms": vae_s * 1e3, "compile_s": compile_s, "peak_bytes": peak_bytes(),
+         "attention": sampler.attention_impl_for(dtype, args.attention), "time_split": split,
+         "unet_gflops_per_step": unet_flops and unet_flops / 1e9,
+         "vae_decode_gflops": vae_flops and vae_flops / 1e9}
+  if unet_flops:
+    out["unet_achieved_tflops"] = unet_flops / unet_s / 1e12
+    # The loop alone at the measured UNet speed: an upper bound for images/s with this UNet.
+    out["images_per_s_unet_bound"] = args.batch / unet_total
+  if args.profile:
+    out["profile_dir"] = args.profile
+  return out
+
+
+def flops(jitted, *args) -> float | None:
+  """XLA's own FLOP count of the compiled function (None where the backend does not report it)."""
+  try:
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and cost.get("flops") else None
+  except Exception:  # cost analysis is best-effort diagnostics, never a reason to fail the bench
+    return None
 
 
 def bench_torch(args, cfg, compile_unet: bool) -> dict:
@@ -172,6 +203,7 @@ def main():
   p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--torch", choices=["eager", "compile", "both", "none"], default="both")
+  p.add_argument("--profile", default="", help="write a jax.profiler trace of one batch to this dir")
   args = p.parse_args()
   cfg = configs(args.model)
   out = {"bench": "generate", "model": args.model, "resolution": args.resolution,
