@@ -9,7 +9,8 @@ the model's scheduler) on VAE latents of the real images; every other weight and
 a frozen constant of the jitted step, so it cannot change. DSI prompts carry no class name: the
 token stands for the dataset. The batch of step s, its flips, templates, noise and timesteps all
 derive from (seed, s), so a run resumed from an orbax checkpoint ends bit-identical to an
-uninterrupted one. Writes `learned_embeds.safetensors` (diffusers' textual-inversion layout) and
+uninterrupted one; every checkpoint file's size and sha256 are recorded and checked before a
+restore. Writes `learned_embeds.safetensors` (diffusers' textual-inversion layout) and
 a preview contact sheet.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, io, runs, sharding
+from synth_jax import checkpoint_integrity, faults, io, runs, sharding
 from synth_jax.diffusion import invert_data
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
@@ -145,10 +146,12 @@ def _save(mngr, step: int, emb, opt_state, meta: dict) -> None:
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"emb": emb, "opt": opt_state}),
                                           meta=ocp.args.JsonSave(meta)), force=True)
   mngr.wait_until_finished()
+  checkpoint_integrity.record(mngr, step)
 
 
 def _restore(mngr, step: int, emb, opt_state, tokens: list[str]):
   import orbax.checkpoint as ocp
+  checkpoint_integrity.verify(mngr, step)  # a truncated/altered file is named here, not in orbax
   meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   if list(meta.get("tokens", [])) != tokens or tuple(meta.get("shape", ())) != tuple(emb.shape):
     raise ConfigError(f"checkpoint {step} in {mngr.directory} was made for tokens "

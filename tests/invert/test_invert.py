@@ -179,3 +179,23 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
   with pytest.raises(TrainingError, match="loss is nan at inversion step .* last good checkpoint"):
     invert.invert(cfg)
   assert not (tmp_path / "n" / "learned_embeds.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_truncated_invert_checkpoint_is_named_on_resume(setup, tmp_path):
+  """Invert checkpoints carry the same size/sha256 records as train's; a truncated file is named."""
+  import json
+  from synth_jax import checkpoint_integrity
+  from synth_jax.errors import IntegrityError
+  root, pt, data = setup
+  run = tmp_path / "t"
+  invert.invert(_config(root, data, run, "steps=2"))
+  files = json.loads((run / checkpoint_integrity.MANIFEST).read_text())["2"]
+  assert files and all(v["size"] > 0 and len(v["sha256"]) == 64 for v in files.values())
+  # pretend the run stopped at its checkpoint, then damage the biggest file of that step
+  (run / "learned_embeds.safetensors").unlink()
+  rel = max(files, key=lambda r: files[r]["size"])
+  victim = run / "checkpoints" / "2" / rel
+  victim.write_bytes(victim.read_bytes()[:-1])
+  with pytest.raises(IntegrityError, match=f"{rel}.* has .* bytes, .* were written .*truncated"):
+    invert.invert(_config(root, data, run, "steps=4"))
