@@ -119,6 +119,20 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, batch)
 
 
+def shard_global_batch(batch: Any, mesh: Mesh) -> Any:
+  """Like `shard_batch`, for a batch that every process computed whole (e.g. from (seed, step)).
+
+  Each process hands over only the rows its own devices hold, so a pod sees the same global batch
+  as one host would, whatever the device order.
+  """
+  if jax.process_count() == 1:
+    return shard_batch(batch, mesh)
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh, x.ndim), lambda idx: x[idx])
+  return jax.tree.map(put, batch)
+
+
 def maybe_initialize_distributed() -> bool:
   """Calls jax.distributed.initialize() on multi-host TPU/GPU jobs; a no-op on one host.
 

@@ -46,4 +46,5 @@ def get_config(arg=None):
   c.preview_steps = 25
   c.preview_prompt = "a photo in the style of {}"
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.fsdp = False                  # split the frozen weights over mesh.fsdp (with --config.mesh.fsdp=N)
   return c

@@ -86,7 +86,10 @@ class Inverter:
     self.init = np.asarray(init, np.float32)  # host copy: device arrays of emb are donated
     self.templates = invert_data.prompt_ids(pipe, config, self.tokens)  # (tokens, templates, 77)
     rep = sharding.replicated(mesh)
-    self.frozen = jax.device_put({k: pipe.params[k] for k in ("unet", "text_encoder")}, rep)
+    frozen = {k: pipe.params[k] for k in ("unet", "text_encoder")}
+    # fsdp=True splits the frozen weights over the mesh's fsdp axis (XLA gathers them per layer)
+    where = sharding.param_shardings(frozen, mesh) if config.get("fsdp", False) else rep
+    self.frozen = jax.device_put(frozen, where)
     self.sched_config = dict(pipe.scheduler_config)
     import optax
     self.tx = optax.adamw(float(config.learning_rate), weight_decay=float(config.weight_decay))
@@ -125,7 +128,8 @@ class Inverter:
     """(ids, latent mean, latent std, key) of step `step`, from (seed, step) only."""
     ids, mean, std = self.data.batch(int(self.config.seed), step, int(self.config.batch_size),
                                      self.templates)
-    ids, mean, std = sharding.shard_batch((ids, mean, std), self.mesh)
+    # every process builds the whole batch from (seed, step); each feeds its devices' rows
+    ids, mean, std = sharding.shard_global_batch((ids, mean, std), self.mesh)
     key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), step)
     return ids, mean, std, key
 

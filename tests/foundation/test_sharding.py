@@ -1,3 +1,4 @@
+import os
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +65,47 @@ def test_initialize_distributed_is_noop_on_one_host(monkeypatch):
   monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "h0,h1")
   assert sharding.maybe_initialize_distributed() is True
   assert called == [1]
+
+
+_WORKER = r'''
+import json, os, sys
+pid, port = int(sys.argv[1]), sys.argv[2]
+import jax, numpy as np
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
+from synth_jax import sharding
+mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+w = np.arange(1, 9, dtype=np.float32)[:, None]
+f = jax.jit(lambda a: (a * w).sum(0), out_shardings=sharding.replicated(mesh))
+whole = sharding.shard_global_batch(x, mesh)             # every process holds all 8 rows
+local = sharding.shard_batch(x[pid * 4:(pid + 1) * 4], mesh)  # every process holds its 4 rows
+print(json.dumps({"devices": jax.device_count(), "shapes": [whole.shape, local.shape],
+                  "whole": np.asarray(f(whole)).tolist(), "local": np.asarray(f(local)).tolist(),
+                  "want": (x * w).sum(0).tolist()}))
+'''
+
+
+def test_two_processes_see_the_one_global_batch(tmp_path):
+  """Real jax.distributed on localhost (2 processes x 2 CPU devices): a batch every process built
+  whole and a batch each process built in part both become the same global array."""
+  import json
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  script = tmp_path / "worker.py"
+  script.write_text(_WORKER)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+  procs = [subprocess.Popen([sys.executable, str(script), str(p), str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for p in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  for out, _ in outs:
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["devices"] == 4 and r["shapes"] == [[8, 3], [8, 3]]
+    assert r["whole"] == r["want"] and r["local"] == r["want"]

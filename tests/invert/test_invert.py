@@ -199,3 +199,23 @@ def test_truncated_invert_checkpoint_is_named_on_resume(setup, tmp_path):
   victim.write_bytes(victim.read_bytes()[:-1])
   with pytest.raises(IntegrityError, match=f"{rel}.* has .* bytes, .* were written .*truncated"):
     invert.invert(_config(root, data, run, "steps=4"))
+
+
+@pytest.mark.slow
+def test_fsdp_frozen_weights_train_the_same_token(setup, tmp_path):
+  """fsdp=True on a data=4 x fsdp=2 mesh splits the frozen weights and learns the same token as
+  the replicated data=8 run (same global batch, same keys)."""
+  root, pt, data = setup
+  runs = {}
+  for name, extra in (("rep", []), ("fsdp", ["fsdp=True", "mesh.data=4", "mesh.fsdp=2"])):
+    inv, _ = _inverter(_config(root, data, tmp_path / name, *extra))
+    emb, opt = inv.init, inv.tx.init(inv.init)
+    for step in range(3):
+      emb, opt, _ = inv.step(emb, opt, step)
+    runs[name] = (np.asarray(emb), inv)
+  specs = [leaf.sharding.spec for leaf in jax.tree.leaves(runs["fsdp"][1].frozen)]
+  assert any("fsdp" in spec for spec in specs), "no frozen weight was split over fsdp"
+  assert all(spec == jax.sharding.PartitionSpec() for spec in
+             (leaf.sharding.spec for leaf in jax.tree.leaves(runs["rep"][1].frozen)))
+  np.testing.assert_allclose(runs["fsdp"][0], runs["rep"][0], atol=1e-5)
+  assert not np.array_equal(runs["rep"][0], runs["rep"][1].init)
