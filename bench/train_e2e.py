@@ -110,6 +110,8 @@ def main():
   assert step._cache_size() == compiles, "a timed step recompiled; the comparison would be unfair"
   fresh = iter(ds)  # host alone, from a cold iterator (the warm one's prefetch buffer is full)
   host_s = _time(lambda: next(fresh)["label"], a.steps)
+  it.close()  # stop the worker processes (and free their shared memory) before reporting
+  fresh.close()
   syn_ips, pipe_ips = a.batch * a.steps / synthetic_s, a.batch * a.steps / pipeline_s
   out = {
       "bench": "train_e2e", "model": a.model, "batch": a.batch, "resolution": a.resolution,

@@ -176,6 +176,7 @@ def train(config: ConfigDict) -> dict:
         state = loop.restore(mngr, resume_step, state, None if meta["stage_done"] else iterator)
         if meta["stage_done"]:  # that stage finished: the next one starts from its weights
           params, stats, state = state.params, state.batch_stats, None
+          _close(iterator)
           continue
     if int(state.step) == 0 and spec.reinit_head:
       head_rng = jax.random.fold_in(jax.random.fold_in(seed_key, i), 2)
@@ -191,7 +192,10 @@ def train(config: ConfigDict) -> dict:
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every,
         evaluate=lambda s: {f"eval/{k}": v for k, v in evaluate(s.params, s.batch_stats).items()
                             if k != "per_class"})
-    state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
+    try:
+      state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
+    finally:  # stop this stage's grain worker processes before the next stage starts its own
+      _close(iterator)
     ev = evaluate(state.params, state.batch_stats)
     recorder.write(offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
     log.info("stage %d (%s): top-1 %.4f top-5 %.4f", i, spec.name, ev["top1"], ev["top5"])
@@ -218,6 +222,12 @@ def train(config: ConfigDict) -> dict:
 def _domain(config) -> tuple[int, int]:
   n_syn = int(round(config.batch_size * config.auxbn_synthetic_fraction))
   return (config.batch_size - n_syn, n_syn)
+
+
+def _close(iterator) -> None:
+  close = getattr(iterator, "close", None)
+  if close is not None:
+    close()
 
 
 def _reinit(params, rng):
