@@ -53,9 +53,12 @@ def _fake_aircraft(root):
 def _fake_pets(root):
   base = root / "oxford-iiit-pet"
   os.makedirs(base / "annotations")
+  # Rows are "image class_id species breed_id"; the third breed's species (2, dog) differs from
+  # its class id (3), so reading the wrong column shows.
   rows = {"trainval": [("Abyssinian_1", 1, 1), ("american_bulldog_10", 2, 2),
-                       ("Abyssinian_2", 1, 1)],
-          "test": [("american_bulldog_3", 2, 2), ("Abyssinian_5", 1, 1)]}
+                       ("american_pit_bull_terrier_4", 3, 2), ("Abyssinian_2", 1, 1)],
+          "test": [("american_bulldog_3", 2, 2), ("american_pit_bull_terrier_8", 3, 2),
+                   ("Abyssinian_5", 1, 1)]}
   for tag, rs in rows.items():
     (base / "annotations" / f"{tag}.txt").write_text(
         "".join(f"{n} {c} {s} 1\n" for n, c, s in rs))
@@ -105,6 +108,32 @@ def test_cars_prepare_and_load_through_registry(tmp_path):
   from synth_jax.data import augment
   pixel = augment.decode(test.source[0]["image"]).getpixel((5, 5))[0]
   assert abs(pixel - 80) <= 2  # test image 1 is class 2 -> value 80
+
+
+@pytest.mark.parametrize("name,tv_splits", [
+    ("aircraft", {"trainval": "trainval", "test": "test", "train": "train", "validation": "val"}),
+    ("pets", {"train": "trainval", "test": "test"})])
+def test_manual_prepare_and_load_through_registry_match_torchvision(tmp_path, name, tv_splits):
+  """registry.load(manual_dir=) on a fake download: every split's records (file bytes, label) and
+  class names equal torchvision's reader of the same files, in the same order."""
+  from torchvision import datasets
+  maker, reader = {"aircraft": (_fake_aircraft, datasets.FGVCAircraft),
+                   "pets": (_fake_pets, datasets.OxfordIIITPet)}[name]
+  root = maker(tmp_path / "dl")
+  spec = registry.get(name)
+  assert spec.train_split in tv_splits and spec.eval_split in tv_splits
+  for split, tv_split in tv_splits.items():
+    ours = registry.load(name, split, data_dir=str(tmp_path / "tfds"), manual_dir=str(root))
+    tv = reader(str(root), split=tv_split)
+    want = [(p, int(l)) for p, l in _samples(tv)]
+    assert len(ours) == len(want) and ours.class_names == list(tv.classes)
+    np.testing.assert_array_equal(ours.labels(), [l for _, l in want])
+    for i, (path, _) in enumerate(want):
+      record = ours.source[i]
+      assert record["filename"].decode() == os.path.basename(path)
+      with open(path, "rb") as f:
+        assert record["image"] == f.read()  # RGB JPEGs are stored byte for byte
+  assert len(ours.class_names) == {"aircraft": 3, "pets": 3}[name]
 
 
 def test_registry_names_and_errors(tmp_path):
