@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from synth_jax import sharding
+from synth_jax.diffusion import attention as attention_lib
 from synth_jax.diffusion import loading
 from synth_jax.diffusion import schedulers
 from synth_jax.diffusion import textual_inversion
@@ -42,11 +43,21 @@ def to_uint8(images):
 
 
 def attention_impl_for(dtype, requested: str | None = "auto") -> str | None:
-  """'auto': cuDNN flash attention on GPUs in bf16/fp16, XLA elsewhere (TPU, CPU, fp32)."""
-  if requested != "auto":
-    return requested
+  """'auto': cuDNN flash attention on GPUs in bf16/fp16, XLA elsewhere (TPU, CPU, fp32).
+
+  An explicit 'cudnn' where cuDNN cannot run (no GPU, or fp32) is a ConfigError, not a silent
+  fallback: whoever asked for it is measuring or debugging that kernel. None lets JAX choose.
+  """
+  low = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
   on_gpu = jax.default_backend() == "gpu"
-  return "cudnn" if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla"
+  if requested == "auto":
+    return "cudnn" if on_gpu and low else "xla"
+  if requested not in attention_lib.IMPLEMENTATIONS:
+    raise ConfigError(f"attention={requested!r} is not one of 'auto', 'xla', 'cudnn', None")
+  if requested == "cudnn" and not (on_gpu and low):
+    where = f"backend {jax.default_backend()}, dtype {jnp.dtype(dtype).name}"
+    raise ConfigError(f"attention='cudnn' needs a GPU and bf16/fp16 ({where}); use 'xla' or 'auto'")
+  return requested
 
 
 def local_mesh(spec=None):
