@@ -62,6 +62,42 @@ def test_folder_round_trip_through_cli_tfds_and_grain(tmp_path, capfd):
   assert os.path.getmtime(shard) == mtime
 
 
+def test_csv_import_through_cli_tfds_and_grain(tmp_path):
+  """A CSV of path,label[,split] (relative and absolute paths, PNG and JPEG) -> `synth-jax data
+  import` -> a tfds dataset whose label names, splits and pixels match the CSV."""
+  import tensorflow_datasets as tfds
+  pics = tmp_path / "pics"
+  os.makedirs(pics / "sub")
+  rows = ["path,label,split"]
+  # Labels out of sorted order, so a reader that keeps first-seen order gives other ids.
+  for i, (c, split) in enumerate([("cherry", "train"), ("apple", "train"), ("banana", "train"),
+                                  ("apple", "train"), ("cherry", "test"), ("banana", "test")]):
+    name = f"sub/{i}.{'png' if i % 2 else 'jpg'}"
+    Image.new("RGB", (20 + i, 18), COLORS[c]).save(pics / name, quality=95)
+    rows.append(f"{pics / name if i == 3 else name},{c},{split}")
+  (pics / "labels.csv").write_text("\n".join(rows) + "\n")
+  work = tmp_path / "run"
+  assert cli.main(["data", "import", "--config", "configs/data/import.py:name=fruit_csv",
+                   f"--config.data.source={pics / 'labels.csv'}",
+                   f"--config.workdir={work}"]) == 0
+  report = json.loads((work / "data_import.json").read_text())
+  assert report["classes"] == ["apple", "banana", "cherry"]
+  assert report["counts"] == {"train": 4, "test": 2} and report["skipped_corrupt"] == []
+  info = tfds.builder_from_directory(report["dataset_dir"]).info
+  assert info.features["label"].names == ["apple", "banana", "cherry"]
+  assert {s: info.splits[s].num_examples for s in info.splits} == {"train": 4, "test": 2}
+  for split, want in (("train", [2, 0, 1, 0]), ("test", [2, 1])):
+    data = sources.open_split(report["dataset_dir"], split)
+    assert data.class_names == ["apple", "banana", "cherry"]
+    np.testing.assert_array_equal(data.labels(), want)
+    batch = next(iter(pipeline.make_eval_dataset(data, len(want), resolution=16,
+                                                 augment={"crop_pct": 1.0, "uint8": True},
+                                                 process_index=0, process_count=1)))
+    assert batch["image"].dtype == np.uint8 and batch["mask"].all()
+    for img, label in zip(batch["image"].astype(float), batch["label"]):
+      np.testing.assert_allclose(img.mean((0, 1)), COLORS[data.class_names[label]], atol=6)
+
+
 def test_split_folders_csv_and_stratified_split(tmp_path):
   for split in ("train", "val"):
     for c in ("b", "a"):
