@@ -4,8 +4,10 @@
 
 Writes a JPEG dataset of photo-sized (default 500x375, ImageNet's median) smooth random images
 with synth_jax's writer, then times `pipeline.make_train_dataset` (decode, random resized crop,
-flip, normalize, batch) after a warm-up, and a reference: torchvision's DataLoader with
-RandomResizedCrop + flip + ToTensor + Normalize over the same JPEG bytes, same worker count.
+flip, batch) after a warm-up, and a reference: torchvision's DataLoader with RandomResizedCrop +
+flip over the same JPEG bytes, same worker count. By default both yield uint8 pixels, as the
+trainer's pipeline does (configs/train/base.py: augment.uint8=True; it normalizes on device);
+`--float32` times the host-normalized float32 output instead (reference: ToTensor + Normalize).
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ def time_grain(dataset_dir: str, args) -> float:
   from synth_jax.data import pipeline, sources
   split = sources.open_split(dataset_dir, "train")
   ds = pipeline.make_train_dataset(split, args.batch_size, seed=0, resolution=args.resolution,
-                                   augment={"uint8": args.uint8},
+                                   augment={"uint8": not args.float32},
                                    workers=args.workers, threads=args.threads,
                                    process_index=0, process_count=1)
   it = iter(ds)
@@ -57,16 +59,18 @@ def time_grain(dataset_dir: str, args) -> float:
     batch = next(it)
   elapsed = time.perf_counter() - start
   assert batch["image"].shape == (args.batch_size, args.resolution, args.resolution, 3)
+  assert batch["image"].dtype == (np.float32 if args.float32 else np.uint8), batch["image"].dtype
   if hasattr(it, "close"):
     it.close()
   return args.steps * args.batch_size / elapsed
 
 
 class _TorchSet:
-  def __init__(self, dataset_dir, resolution):
+  def __init__(self, dataset_dir, resolution, float32):
     from synth_jax.data import sources
     self.source = sources.open_split(dataset_dir, "train").source
     self.resolution = resolution
+    self.float32 = float32
     self.tf = None
 
   def __len__(self):
@@ -76,8 +80,9 @@ class _TorchSet:
     from PIL import Image
     from torchvision import transforms as T
     if self.tf is None:
-      self.tf = T.Compose([T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip(),
-                           T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+      out = ([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+             if self.float32 else [T.PILToTensor()])  # the same output dtype as ours
+      self.tf = T.Compose([T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip(), *out])
     record = self.source[i]
     return self.tf(Image.open(io.BytesIO(record["image"])).convert("RGB")), int(record["label"])
 
@@ -85,8 +90,8 @@ class _TorchSet:
 def time_torch(dataset_dir: str, args) -> float:
   import torch
   loader = torch.utils.data.DataLoader(
-      _TorchSet(dataset_dir, args.resolution), batch_size=args.batch_size, shuffle=True,
-      num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+      _TorchSet(dataset_dir, args.resolution, args.float32), batch_size=args.batch_size,
+      shuffle=True, num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
       sampler=None)
   def batches():
     while True:
@@ -111,8 +116,8 @@ def main():
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--data-dir", default=None, help="reuse/keep the dataset here")
-  p.add_argument("--uint8", action="store_true",
-                 help="yield uint8 images (normalize on device) instead of float32")
+  p.add_argument("--float32", action="store_true",
+                 help="yield host-normalized float32 images instead of the trainer's uint8")
   p.add_argument("--no-reference", action="store_true", help="skip the torchvision DataLoader")
   args = p.parse_args()
   width, height = map(int, args.image_size.lower().split("x"))
@@ -123,7 +128,8 @@ def main():
   size = sum(os.path.getsize(os.path.join(dataset_dir, f)) for f in os.listdir(dataset_dir)
              if ".array_record-" in f)
   result = {"bench": "input_pipeline", "resolution": args.resolution, "workers": args.workers,
-            "threads": args.threads, "uint8": args.uint8, "batch_size": args.batch_size, "steps": args.steps,
+            "threads": args.threads, "dtype": "float32" if args.float32 else "uint8",
+            "batch_size": args.batch_size, "steps": args.steps,
             "num_images": args.num_images, "image_size": args.image_size,
             "mean_jpeg_kb": round(size / args.num_images / 1024, 1), "cpu_count": os.cpu_count(),
             "write_s": round(write_s, 1)}
