@@ -144,6 +144,27 @@ def test_bin_weights_only(torch_sd, tmp_path):
     loading.load_pipeline(path)
 
 
+def test_unet_vae_bin_equal_safetensors(torch_sd, tmp_path):
+  """diffusers' save_pretrained(safe_serialization=False) .bin UNet/VAE: the same params bitwise."""
+  import jax
+  path, pt = torch_sd
+  path = _copy(path, tmp_path)
+  for name in ("unet", "vae"):
+    os.remove(os.path.join(path, name, "diffusion_pytorch_model.safetensors"))
+    getattr(pt, name).save_pretrained(os.path.join(path, name), safe_serialization=False)
+    assert os.path.isfile(os.path.join(path, name, "diffusion_pytorch_model.bin"))
+  from_bin, from_st = loading.load_pipeline(path), loading.load_pipeline(torch_sd[0])
+  for name in ("unet", "vae"):
+    a, b = weights.flatten(from_bin.params[name]), weights.flatten(from_st.params[name])
+    assert set(a) == set(b)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}/{k}")
+  z = np.random.default_rng(0).standard_normal((1, 8, 8, 4)).astype(np.float32)
+  decode = jax.jit(lambda p, z: from_st.vae.apply(p, z, method=from_st.vae.decode))
+  np.testing.assert_array_equal(np.asarray(decode({"params": from_bin.params["vae"]}, z)),
+                                np.asarray(decode({"params": from_st.params["vae"]}, z)))
+
+
 def test_not_a_folder(tmp_path):
   with pytest.raises(WeightsError, match="does not exist"):
     loading.load_pipeline(str(tmp_path / "nope"))
