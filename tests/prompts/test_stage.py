@@ -181,6 +181,36 @@ def test_class_sources_subset_and_errors(tmp_path, image_folder):
     stage.prompts(cfg)
 
 
+def test_class_names_from_tfds_names_offline(tmp_path):
+  """config.dataset as a NAME (no directory): a tfds builder whose info ships its class names
+  (oxford_iiit_pet; tfds.testing.mock_data stands in for the download) and a dataset our writer
+  put under data_dir, found by tfds.builder(name, data_dir=) with no mocking."""
+  import tensorflow_datasets as tfds
+  from synth_jax.data import folder
+  want = list(tfds.builder("oxford_iiit_pet", data_dir=str(tmp_path)).info.features["label"].names)
+  assert len(want) == 37 and want[-1] == "yorkshire_terrier"
+  cfg = _config(BASE, "dataset=oxford_iiit_pet", str(tmp_path / "pets"),
+                f"data_dir={tmp_path}")
+  cfg.classes = ["yorkshire_terrier", "Abyssinian"]
+  with tfds.testing.mock_data(num_examples=2):
+    data = artifact.read(stage.prompts(cfg))
+  assert data["meta"]["class_names"] == want
+  assert [(c["id"], c["name"]) for c in data["classes"]] == [(0, "Abyssinian"),
+                                                             (36, "yorkshire_terrier")]
+  # The tfds name selects the registry's "pets" suffix.
+  assert data["classes"][1]["prompts"][0]["text"] == "a photo of a yorkshire terrier, a type of pet."
+  # A dataset written by `synth-jax data import` into data_dir, named instead of given as a dir.
+  os.makedirs(tmp_path / "img")
+  Image.new("RGB", (8, 8)).save(tmp_path / "img" / "x.png")
+  folder.import_images({"train": [(str(tmp_path / "img" / "x.png"), 1)]}, ["kiwi", "lime"],
+                       str(tmp_path / "tfds"), "my_fruit")
+  cfg = _config(BASE, "dataset=my_fruit", str(tmp_path / "fruit"), f"data_dir={tmp_path / 'tfds'}")
+  data = artifact.read(stage.prompts(cfg))
+  assert data["meta"]["class_names"] == ["kiwi", "lime"]
+  assert [p["text"] for c in data["classes"] for p in c["prompts"]] == [
+      "a photo of a kiwi.", "a photo of a lime."]
+
+
 def test_cli_end_to_end_with_json_answers(tmp_path):
   answers = tmp_path / "answers.json"
   answers.write_text(json.dumps({
