@@ -198,7 +198,8 @@ def test_class_names_from_tfds_names_offline(tmp_path):
   assert [(c["id"], c["name"]) for c in data["classes"]] == [(0, "Abyssinian"),
                                                              (36, "yorkshire_terrier")]
   # The tfds name selects the registry's "pets" suffix.
-  assert data["classes"][1]["prompts"][0]["text"] == "a photo of a yorkshire terrier, a type of pet."
+  assert data["classes"][1]["prompts"][0]["text"] == (
+      "a photo of a yorkshire terrier, a type of pet.")
   # A dataset written by `synth-jax data import` into data_dir, named instead of given as a dir.
   os.makedirs(tmp_path / "img")
   Image.new("RGB", (8, 8)).save(tmp_path / "img" / "x.png")
