@@ -6,8 +6,19 @@ import numpy as np
 from synth_jax.diffusion import tiny
 
 
-def make_torch_pipeline(path: str, seed: int = 0):
-  """Builds a tiny SD with diffusers/transformers (torch), saves it at `path`, returns it."""
+# SD 2.x shape: linear proj_in/out, per-block head counts, fp32 attention scores, v-prediction,
+# exact-gelu text encoder (OpenCLIP-H's). SD1 (the default) has conv proj, quick_gelu, epsilon.
+SD2 = {"unet": {"use_linear_projection": True, "attention_head_dim": [2, 4],
+                "upcast_attention": True},
+       "text_encoder": {"hidden_act": "gelu"},
+       "scheduler": {"prediction_type": "v_prediction"}}
+
+
+def make_torch_pipeline(path: str, seed: int = 0, overrides: dict | None = None):
+  """Builds a tiny SD with diffusers/transformers (torch), saves it at `path`, returns it.
+
+  `overrides`: {component: {config key: value}} over tiny.tiny_configs, e.g. SD2.
+  """
   import diffusers
   import torch
   import transformers
@@ -16,6 +27,8 @@ def make_torch_pipeline(path: str, seed: int = 0):
   tiny.write_tiny_tokenizer(tok_dir)
   tokenizer = transformers.CLIPTokenizer.from_pretrained(tok_dir)
   configs = tiny.tiny_configs(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+  for component, values in (overrides or {}).items():
+    configs[component].update(values)
   strip = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
   unet = diffusers.UNet2DConditionModel(**strip(configs["unet"]))
   vae = diffusers.AutoencoderKL(**strip(configs["vae"]))
