@@ -46,7 +46,7 @@ def _config(setup, workdir, **kw):
   return c
 
 
-def _torch_scores(model, clip_dir, split):
+def _torch_scores(model, clip_dir, split, templates=TEMPLATES):
   """Scores and zero-shot predictions from transformers' CLIPModel, independently of our code."""
   import io
 
@@ -54,7 +54,7 @@ def _torch_scores(model, clip_dir, split):
   from PIL import Image
   from transformers import CLIPImageProcessorPil, CLIPTokenizer
   tok = CLIPTokenizer.from_pretrained(clip_dir)
-  texts = [t.format(c.replace("_", " ")) for c in CLASSES for t in TEMPLATES]
+  texts = [t.format(c.replace("_", " ")) for c in CLASSES for t in templates]
   ids = tok(texts, padding="max_length", max_length=77, return_tensors="pt")["input_ids"]
   images = [np.asarray(Image.open(io.BytesIO(split.source[i]["image"])).convert("RGB"))
             for i in range(len(split))]
@@ -62,7 +62,7 @@ def _torch_scores(model, clip_dir, split):
   with torch.no_grad():
     t = model.text_projection(model.text_model(input_ids=ids).pooler_output)
     v = model.visual_projection(model.vision_model(pixel_values=pix).pooler_output)
-  t = torch.nn.functional.normalize(t, dim=-1).reshape(len(CLASSES), len(TEMPLATES), -1).mean(1)
+  t = torch.nn.functional.normalize(t, dim=-1).reshape(len(CLASSES), len(templates), -1).mean(1)
   sims = (torch.nn.functional.normalize(v, dim=-1) @ torch.nn.functional.normalize(t, dim=-1).T).numpy()
   labels = split.labels()
   return sims[np.arange(len(labels)), labels], sims.argmax(-1), labels
@@ -109,6 +109,45 @@ def test_filter_stage_matches_torch_decisions_and_writes_dataset(setup, tmp_path
   mtime = os.path.getmtime(os.path.join(config.workdir, "filter_report.json"))
   assert runs.run_stage("filter", filter_lib.filter_dataset, config) == report  # rerun: no-op
   assert os.path.getmtime(os.path.join(config.workdir, "filter_report.json")) == mtime
+
+
+def test_filter_cli_writes_dataset_and_report_and_refuses_bad_values(setup, tmp_path, capfd):
+  """`synth-jax filter` through cli.main with the config file's own templates: exit 0, report and
+  filtered dataset as transformers' CLIPModel decides; drop_fraction=1.5 is exit 2, one line."""
+  import tensorflow_datasets as tfds
+  from synth_jax import cli
+  clip_dir, model, data = setup
+  workdir = tmp_path / "run"
+  argv = ["filter", "--config",
+          f"configs/filter/base.py:synthetic={data},clip={clip_dir},drop_fraction=0.3",
+          "--config.chunk_size=8", "--config.batch_size=8", "--config.shard_size=5"]
+  assert cli.main(argv + [f"--config.workdir={workdir}"]) == 0
+  report = json.loads((workdir / "filter_report.json").read_text())
+  src = sources.open_split(data, "train")
+  scores, preds, labels = _torch_scores(model, clip_dir, src, templates=["a photo of a {}."])
+  expect = filter_lib.decide(labels, scores, preds, 3, 0.3, True, 1)
+  assert 0 < expect.sum() < len(expect)
+  assert report["total"] == 3 * PER_CLASS and report["kept"] == int(expect.sum())
+  assert [c["name"] for c in report["classes"]] == CLASSES
+  worst = 0.0
+  for c in report["classes"]:
+    dropped = {d["index"]: d["score"] for d in c["dropped"]}
+    assert sorted(dropped) == [i for i in np.flatnonzero(labels == c["id"]) if not expect[i]]
+    worst = max([worst] + [abs(s - scores[i]) for i, s in dropped.items()])
+  assert worst < 1e-4, worst
+  assert os.path.realpath(report["output"]).startswith(os.path.realpath(workdir))
+  info = tfds.builder_from_directory(report["output"]).info
+  assert info.features["label"].names == CLASSES
+  assert info.splits["train"].num_examples == report["kept"]
+  out = sources.open_split(report["output"], "train")
+  assert [out.source[j]["seed"] for j in range(len(out))] == list(np.flatnonzero(expect))
+  capfd.readouterr()
+  bad = tmp_path / "bad"
+  assert cli.main(argv + [f"--config.workdir={bad}", "--config.drop_fraction=1.5"]) == 2
+  lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("error:")]
+  assert len(lines) == 1 and "drop_fraction=1.5" in lines[0] and "[0, 1)" in lines[0], lines
+  assert not (bad / "filter_report.json").exists()
+  print(f"filter CLI dropped-image scores vs transformers: max-abs {worst:.1e}")
 
 
 def test_filter_preempted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
