@@ -27,7 +27,8 @@ def get_config(arg=None):
   c.split = "train"
   c.shots = a.shots               # images per class used (-1 = all)
   c.max_images = 0                # cap on images (0 = no cap), drawn by seed
-  c.resolution = a.resolution     # resize shorter side + center crop
+  c.resolution = a.resolution     # images become resolution x resolution
+  c.center_crop = True            # resize shorter side + center crop; False: squash to a square
   c.flip = True                   # also train on mirrored images
   c.token = "<dataset-style>"
   c.init_word = "photo"
@@ -36,8 +37,10 @@ def get_config(arg=None):
   c.templates = []                # [] = DSI style templates (or class templates when per_class)
   c.steps = a.steps
   c.batch_size = 8
+  c.optimizer = "adamw"           # adamw | adam | sgd (PyTorch semantics, see invert_state.py)
   c.learning_rate = 5e-3
-  c.weight_decay = 1e-2
+  c.weight_decay = 1e-2           # adamw: decoupled; adam/sgd: added to the gradient
+  c.momentum = 0.0                # sgd only
   c.seed = a.seed
   c.checkpoint_every = 500
   c.keep_checkpoints = 2

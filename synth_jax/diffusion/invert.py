@@ -18,13 +18,14 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import checkpoint_integrity, faults, io, runs, sharding
-from synth_jax.diffusion import invert_data
+from synth_jax import faults, io, runs, sharding
+from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 from synth_jax.models import clip_text, weights
@@ -45,12 +46,20 @@ def validate(config) -> None:
   if not config.token.startswith("<") or not config.token.endswith(">"):
     raise ConfigError(f"token={config.token!r} should look like '<dataset-style>' so it cannot "
                       "collide with a real word")
+  for key in ("center_crop", "flip", "per_class"):
+    if not isinstance(config.get(key), bool):
+      raise ConfigError(f"{key}={config.get(key)!r} must be True or False; pass e.g. "
+                        f"--config.{key}=True")
+  invert_state.validate(config)
 
 
 def tokens_for(config, class_names) -> list[str]:
+  """[token] for DSI; per_class: `<stem-i-classname>`, so every class prompt names its class."""
   if config.per_class:
     stem = config.token[1:-1]
-    return [f"<{stem}-{i}>" for i in range(len(class_names))]
+    # lower-case ASCII only: CLIP's tokenizer lower-cases prompts before matching added tokens
+    slugs = [re.sub(r"[^a-z0-9]+", "_", str(n).lower()).strip("_") for n in class_names]
+    return [f"<{stem}-{i}-{slug}>" if slug else f"<{stem}-{i}>" for i, slug in enumerate(slugs)]
   return [config.token]
 
 
@@ -91,8 +100,7 @@ class Inverter:
     where = sharding.param_shardings(frozen, mesh) if config.get("fsdp", False) else rep
     self.frozen = jax.device_put(frozen, where)
     self.sched_config = dict(pipe.scheduler_config)
-    import optax
-    self.tx = optax.adamw(float(config.learning_rate), weight_decay=float(config.weight_decay))
+    self.tx = invert_state.make_optimizer(config)
     # one output sharding for every step, so step 2 reuses step 1's executable
     self._step = jax.jit(self._train_step, donate_argnums=(0, 1), out_shardings=rep)
 
@@ -133,37 +141,15 @@ class Inverter:
     key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), step)
     return ids, mean, std, key
 
+  def train_step(self, emb, opt_state, batch):
+    """One optimizer step on `batch` = (ids, mean, std, key): -> (emb, opt_state, loss).
+
+    `emb` and `opt_state` are donated (their buffers are reused for the outputs)."""
+    return self._step(emb, opt_state, self.frozen, *batch)
+
   def step(self, emb, opt_state, step: int):
-    ids, mean, std, key = self.batch(step)
-    return self._step(emb, opt_state, self.frozen, ids, mean, std, key)
-
-
-def _manager(workdir: str, keep: int):
-  import orbax.checkpoint as ocp
-  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                      enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
-
-
-def _save(mngr, step: int, emb, opt_state, meta: dict) -> None:
-  import orbax.checkpoint as ocp
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"emb": emb, "opt": opt_state}),
-                                          meta=ocp.args.JsonSave(meta)), force=True)
-  mngr.wait_until_finished()
-  checkpoint_integrity.record(mngr, step)
-
-
-def _restore(mngr, step: int, emb, opt_state, tokens: list[str]):
-  import orbax.checkpoint as ocp
-  checkpoint_integrity.verify(mngr, step)  # a truncated/altered file is named here, not in orbax
-  meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-  if list(meta.get("tokens", [])) != tokens or tuple(meta.get("shape", ())) != tuple(emb.shape):
-    raise ConfigError(f"checkpoint {step} in {mngr.directory} was made for tokens "
-                      f"{meta.get('tokens')} shape {meta.get('shape')}, not {tokens} "
-                      f"{tuple(emb.shape)}; use a new --config.workdir")
-  state = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore({"emb": emb, "opt": opt_state})))["state"]
-  return state["emb"], state["opt"]
+    """The training step `step` of the run: `train_step` on `batch(step)`."""
+    return self.train_step(emb, opt_state, self.batch(step))
 
 
 def invert(config) -> str:
@@ -183,19 +169,19 @@ def invert(config) -> str:
   inv = Inverter(config, pipe, data, mesh)
   emb = jax.device_put(inv.init, sharding.replicated(mesh))
   opt_state = inv.tx.init(emb)
-  mngr = _manager(workdir, int(config.keep_checkpoints))
+  mngr = invert_state.manager(workdir, int(config.keep_checkpoints))
   start = 0
+  meta = {"tokens": inv.tokens, "shape": list(emb.shape), "optimizer": config.optimizer}
   if mngr.latest_step() is not None:
     start = int(mngr.latest_step())
-    emb, opt_state = _restore(mngr, start, emb, opt_state, inv.tokens)
+    emb, opt_state = invert_state.restore(mngr, start, emb, opt_state, meta)
     log.info("resuming inversion at step %d", start)
-  meta = {"tokens": inv.tokens, "shape": list(emb.shape)}
   total = int(config.steps)
   bar = runs.progress(total=total, initial=start, desc="invert", unit="step")
   losses = []
   for step in range(start, total):
     if runs.should_stop():
-      _save(mngr, step, emb, opt_state, meta)
+      invert_state.save(mngr, step, emb, opt_state, meta)
       raise runs.Preempted(f"invert: SIGTERM received; saved step {step}, rerun the same command "
                            "to continue")
     new_emb, new_opt, loss = inv.step(emb, opt_state, step)
@@ -211,7 +197,7 @@ def invert(config) -> str:
     bar.update(1)
     done = step + 1
     if done % int(config.checkpoint_every) == 0 or done == total:
-      _save(mngr, done, emb, opt_state, meta)
+      invert_state.save(mngr, done, emb, opt_state, meta)
     faults.point("invert_step")
   bar.close()
   vectors = np.asarray(jax.device_get(emb), np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io as _io
+import json
 import logging
 import os
 
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 
 from synth_jax import io, sharding
-from synth_jax.errors import DataError
+from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,18 @@ class InversionData:
   class_names: list
   per_class: bool
 
-  def batch(self, seed: int, step: int, batch_size: int, templates: np.ndarray):
+  def draw(self, seed: int, step: int, batch_size: int, num_templates: int):
+    """(image index, view, template, token) of each example of step `step`, from (seed, step)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7, step]))
     idx = rng.integers(0, len(self.labels), batch_size)
     flip = rng.integers(0, self.mean.shape[1], batch_size)
-    tmpl = rng.integers(0, templates.shape[1], batch_size)
+    tmpl = rng.integers(0, num_templates, batch_size)
     tok = self.labels[idx] if self.per_class else np.zeros(batch_size, np.int64)
+    return idx, flip, tmpl, tok
+
+  def batch(self, seed: int, step: int, batch_size: int, templates: np.ndarray):
+    """(prompt ids, latent mean, latent std) of step `step`; `templates` from `prompt_ids`."""
+    idx, flip, tmpl, tok = self.draw(seed, step, batch_size, templates.shape[1])
     return templates[tok, tmpl], self.mean[idx, flip], self.std[idx, flip]
 
 
@@ -58,12 +65,19 @@ def prompt_ids(pipe, config, tokens: list[str]) -> np.ndarray:
   return ids.reshape(len(tokens), len(templates), -1)
 
 
-def _image(raw, resolution: int) -> np.ndarray:
-  """Encoded bytes or an array -> float32 (r, r, 3) in [-1, 1]: resize shorter side, center crop."""
+def _image(raw, resolution: int, center_crop: bool = True) -> np.ndarray:
+  """Encoded bytes or an array -> float32 (r, r, 3) in [-1, 1].
+
+  center_crop: resize the shorter side to r, then crop the center square (torchvision
+  Resize(r) + CenterCrop(r)); otherwise resize the whole image to r x r, aspect not kept (what
+  diffusers' textual_inversion.py does without --center_crop).
+  """
   from PIL import Image
   im = Image.open(_io.BytesIO(raw)) if isinstance(raw, (bytes, bytearray)) else Image.fromarray(
       np.asarray(raw))
   im = im.convert("RGB")
+  if not center_crop:
+    return np.asarray(im.resize((resolution, resolution), Image.BICUBIC), np.float32) / 127.5 - 1.0
   w, h = im.size
   scale = resolution / min(w, h)
   im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
@@ -90,17 +104,27 @@ def _read_images(config):
   for i in idx:
     raw = split.source[int(i)]["image"]
     try:
-      images.append(_image(raw, int(config.resolution)))
+      images.append(_image(raw, int(config.resolution), bool(config.get("center_crop", True))))
     except Exception as e:  # PIL raises many types for a corrupt file
       raise DataError(f"image {int(i)} of {config.dataset!r} cannot be decoded "
                       f"({type(e).__name__}); remove it or re-import the dataset") from None
   return np.stack(images), labels[idx].astype(np.int64), list(split.class_names)
 
 
+def _settings(config) -> str:
+  """What the cached latents depend on besides the VAE, as one JSON string."""
+  keys = ("dataset", "split", "shots", "max_images", "seed", "resolution", "center_crop", "flip")
+  return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
+
+
 def load(config, pipe, mesh, workdir: str) -> InversionData:
   cache = os.path.join(workdir, "latents.npz")
   if os.path.exists(cache):
     with np.load(cache, allow_pickle=False) as z:
+      # a cache without settings predates the check: trusted as before
+      if "settings" in z.files and str(z["settings"]) != _settings(config):
+        raise ConfigError(f"{cache} was encoded with {str(z['settings'])}, not "
+                          f"{_settings(config)}; use a new --config.workdir or delete it")
       return InversionData(z["mean"], z["std"], z["labels"], [str(n) for n in z["class_names"]],
                            bool(config.per_class))
   images, labels, names = _read_images(config)
@@ -120,7 +144,8 @@ def load(config, pipe, mesh, workdir: str) -> InversionData:
     stds.append(np.concatenate(s_all))
   mean, std = np.stack(means, 1), np.stack(stds, 1)
   buf = _io.BytesIO()
-  np.savez(buf, mean=mean, std=std, labels=labels, class_names=np.array(names))
+  np.savez(buf, mean=mean, std=std, labels=labels, class_names=np.array(names),
+           settings=np.array(_settings(config)))
   io.write_bytes(cache, buf.getvalue())
   log.info("encoded %d real images (%d views) to latents %s", len(labels), len(views),
            mean.shape[2:])
