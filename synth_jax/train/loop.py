@@ -2,8 +2,8 @@
 
 Checkpoints (orbax CheckpointManager under `<workdir>/checkpoints`) are numbered by the global
 step (the sum over stages) and hold three items: `state` (step, params, batch_stats, opt_state),
-`meta` (stage index, steps done in it, whether the stage finished) and `data` (the grain
-iterator's state). A stage saves every `checkpoint_every` steps, at its end, and when SIGTERM
+`meta` (stage index, steps done in it, whether the stage finished, the earlier stages' records
+for results.json) and `data` (the grain iterator's state). A stage saves every `checkpoint_every` steps, at its end, and when SIGTERM
 arrives (`runs.should_stop()` -> save -> `runs.Preempted`). A checkpoint is never written from
 non-finite parameters, so after a TrainingError the latest checkpoint is the last good one.
 Every saved file's size and sha256 are recorded and checked before a restore (`integrity`).
@@ -115,6 +115,7 @@ class StageRun:
   checkpoint_every: int
   eval_every: int = 0
   evaluate: Callable | None = None   # state -> metrics dict
+  history: list = dataclasses.field(default_factory=list)  # earlier stages' results.json records
 
 
 def put_train_batch(batch, mesh, step: int):
@@ -127,7 +128,7 @@ def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorde
   """Trains `state` from its step to `run.steps`; returns the final state (checkpointed)."""
   start = int(state.step)
   meta = lambda s, done: {"stage": run.index, "stage_name": run.name, "stage_step": s,  # noqa: E731
-                          "stage_done": done}
+                          "stage_done": done, "stages": run.history}
   bar = runs.progress(total=run.steps * run.batch_size, initial=start * run.batch_size,
                       desc=f"stage {run.index} {run.name}", unit="img", unit_scale=True)
   pending, t0, last_logged = None, time.perf_counter(), start

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import io, runs, sharding
+from synth_jax import faults, io, runs, sharding
 from synth_jax.config import ConfigDict, steps_from, to_dict
 from synth_jax.errors import ConfigError
 from synth_jax.train import loop, state as state_lib, steps as steps_lib
@@ -164,50 +164,51 @@ def train(config: ConfigDict) -> dict:
     first, resume_step = int(meta["stage"]), latest
     log.info("resuming from checkpoint %d (stage %d, step %d, done=%s)", latest, first,
              meta["stage_step"], meta["stage_done"])
-  per_stage, state, ev = [], None, None
+  # Records of stages finished before this process started travel in the checkpoints' meta.
+  per_stage = list(meta.get("stages", [])) if meta else []
+  ev = None
   for i, spec in enumerate(stages):
     if i < first:
       continue
     tx = state_lib.make_optimizer(config, config[spec.cfg_key], counts[i])
-    iterator = iter(datasets[i][0])
-    if state is None:
-      state = state_lib.TrainState.create(params, stats, tx, mesh)
-      if resume_step is not None:
-        state = loop.restore(mngr, resume_step, state, None if meta["stage_done"] else iterator)
-        if meta["stage_done"]:  # that stage finished: the next one starts from its weights
-          params, stats, state = state.params, state.batch_stats, None
-          _close(iterator)
-          continue
-    if int(state.step) == 0 and spec.reinit_head:
-      head_rng = jax.random.fold_in(jax.random.fold_in(seed_key, i), 2)
-      state = state.replace(params=jax.device_put(_reinit(state.params, head_rng), shardings))
-    run = loop.StageRun(
-        index=i, name=spec.name, steps=counts[i], offset=offsets[i], batch_size=config.batch_size,
-        train_step=steps_lib.make_train_step(
-            model, tx, num_classes, mixup_alpha=spec.mixup_alpha,
-            cutmix_alpha=float(config[spec.cfg_key].cutmix_alpha),
-            label_smoothing=config.label_smoothing, dtype=dtype,
-            domain=_domain(config) if spec.name == "paired" else None),
-        rng=jax.random.fold_in(jax.random.fold_in(seed_key, i), 1), log_every=config.log_every,
-        checkpoint_every=config.checkpoint_every, eval_every=config.eval_every,
-        evaluate=lambda s: {f"eval/{k}": v for k, v in evaluate(s.params, s.batch_stats).items()
-                            if k != "per_class"})
-    try:
-      state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
-    finally:  # stop this stage's grain worker processes before the next stage starts its own
-      _close(iterator)
+    state = state_lib.TrainState.create(params, stats, tx, mesh)  # these weights, a fresh optimizer
+    # The checkpoint is restored once, into its own stage; later stages start from the weights
+    # this process trains (restoring again would replay the finished stage instead of the next).
+    if resume_step is not None and meta["stage_done"]:  # killed before the next one's checkpoint
+      state = loop.restore(mngr, resume_step, state)
+    else:
+      iterator = iter(datasets[i][0])
+      try:
+        if resume_step is not None:
+          state = loop.restore(mngr, resume_step, state, iterator)
+        if int(state.step) == 0 and spec.reinit_head:
+          head_rng = jax.random.fold_in(jax.random.fold_in(seed_key, i), 2)
+          state = state.replace(params=jax.device_put(_reinit(state.params, head_rng), shardings))
+        run = loop.StageRun(
+            index=i, name=spec.name, steps=counts[i], offset=offsets[i],
+            batch_size=config.batch_size,
+            train_step=steps_lib.make_train_step(
+                model, tx, num_classes, mixup_alpha=spec.mixup_alpha,
+                cutmix_alpha=float(config[spec.cfg_key].cutmix_alpha),
+                label_smoothing=config.label_smoothing, dtype=dtype,
+                domain=_domain(config) if spec.name == "paired" else None),
+            rng=jax.random.fold_in(jax.random.fold_in(seed_key, i), 1),
+            log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+            eval_every=config.eval_every, history=list(per_stage),
+            evaluate=lambda s: {f"eval/{k}": v for k, v in evaluate(s.params, s.batch_stats).items()
+                                if k != "per_class"})
+        state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
+      finally:  # stop this stage's grain worker processes before the next stage starts its own
+        _close(iterator)
+    resume_step = None
+    faults.point("stage_end")  # the stage's final checkpoint exists, its evaluation does not
     ev = evaluate(state.params, state.batch_stats)
     recorder.write(offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
     log.info("stage %d (%s): top-1 %.4f top-5 %.4f", i, spec.name, ev["top1"], ev["top5"])
-    per_stage.append({"stage": i, "data": spec.name, "steps": counts[i],
+    per_stage.append({"stage": i, "data": spec.name, "steps": int(counts[i]),
                       "mixup_alpha": spec.mixup_alpha, "reinit_head": spec.reinit_head,
                       **{k: ev[k] for k in ("top1", "top5", "mean_per_class")}})
     params, stats = state.params, state.batch_stats
-    if i + 1 < len(stages):  # the next stage: these weights, a fresh optimizer
-      tx_next = state_lib.make_optimizer(config, config[stages[i + 1].cfg_key], counts[i + 1])
-      state = state_lib.TrainState.create(params, stats, tx_next, mesh)
-  if ev is None:  # resumed from the last stage's final checkpoint: only the evaluation is left
-    ev = evaluate(params, stats)
   mngr.close()
   results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
              "shots": config.shots, "volume": config.volume, "model": config.model,

@@ -57,6 +57,45 @@ def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
   _assert_same(got, want)
 
 
+class _Killed(BaseException):
+  """Stands in for SIGKILL in-process: the same files on disk, no handler in the stage catches it."""
+
+
+def _kill_at(monkeypatch, name, n):
+  hits = []
+
+  def point(p):
+    hits.append(p)
+    if p == name and hits.count(name) == n:
+      raise _Killed(f"{name}:{n}")
+
+  monkeypatch.setattr(loop.faults, "point", point)
+
+
+@pytest.mark.slow
+def test_killed_at_stage_boundary_then_rerun_trains_stage2(data, tmp_path, monkeypatch):
+  # Killed after stage 0's final checkpoint, before its evaluation and before any stage-1
+  # checkpoint, twice: each rerun must restore that checkpoint once and go on to train stage 1.
+  real, syn = data
+  kw = dict(method="bridged++", steps1=4, steps2=4, checkpoint_every=2)
+  ref = runs.run_stage("train", stage.train, helpers.tiny_config(tmp_path / "ref", real, syn, **kw))
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, **kw)
+  for name in ("stage_end", "train_step"):  # the rerun's first train_step is stage 1's first
+    _kill_at(monkeypatch, name, 1)
+    with pytest.raises(_Killed):
+      runs.run_stage("train", stage.train, cfg)
+    step, meta, _ = _final_params(tmp_path / "run")
+    assert (step, meta["stage"], meta["stage_done"]) == (4, 0, True)
+    monkeypatch.undo()
+  got = runs.run_stage("train", stage.train, cfg)
+  step, meta, params = _final_params(tmp_path / "run")
+  assert (step, meta["stage"], meta["stage_done"]) == (8, 1, True)
+  _assert_same(params, _final_params(tmp_path / "ref")[2])
+  # results.json reports both stages, stage 0's re-evaluated from its checkpoint, as uninterrupted.
+  assert [s["stage"] for s in got["stages"]] == [0, 1]
+  assert got["stages"] == ref["stages"] and got["top1"] == ref["top1"]
+
+
 def _flat(cfg):
   out = {}
   for k in ("workdir", "dataset", "synthetic", "model", "batch_size", "eval_batch_size", "log_every",
