@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from synth_jax.errors import ConfigError
-from synth_jax.models import DomainBatchNorm, resnet, weights
-from tests.models.helpers import images
+from synth_jax.models import DomainBatchNorm, import_torch, reinit_head, resnet, vit, weights
+from tests.models.helpers import images, torch_nhwc
 
 TINY = resnet.ResNetVariant("basic:1,1,1,1")
 
@@ -89,3 +89,85 @@ def test_bad_domain_specs_are_config_errors():
   for bad in ((1, 2), 5, jnp.zeros((3,), jnp.int32)):
     with pytest.raises(ConfigError):
       m.apply(v, x, train=True, domain=bad, mutable=["batch_stats"])
+
+
+def _whole_trainer(model):
+  """(v, x, domain) -> v after one train-mode forward; one compile per static domain spec."""
+  traced = jax.jit(lambda v, x, ids: model.apply(v, x, train=True, domain=ids, mutable=["batch_stats"])[1])
+  static = jax.jit(lambda v, x, domain: model.apply(v, x, train=True, domain=domain, mutable=["batch_stats"])[1],
+                   static_argnums=2)
+  return lambda v, x, domain: {**v, **(traced if isinstance(domain, jax.Array) else static)(v, x, domain)}
+
+
+@pytest.mark.parametrize("syn,real", [
+    pytest.param(jnp.ones(4, jnp.int32), jnp.zeros(4, jnp.int32), id="ids"),
+    pytest.param(1, 0, id="whole", marks=pytest.mark.slow),
+    pytest.param((0, 4), (4, 0), id="split", marks=pytest.mark.slow)])
+def test_whole_resnet_real_after_synthetic_equals_real_only(syn, real):
+  """Every BN of a ResNet: a synthetic-only step leaves the real rows exactly as a real-only run."""
+  model, params, stats = TINY.init(jax.random.key(0), num_classes=3, domains=("real", "synthetic"), image_size=32)
+  v0 = {"params": params, "batch_stats": stats}
+  x_real, x_syn = images(4, 32, seed=1), 3 + 2 * images(4, 32, seed=2)
+  train = _whole_trainer(model)
+  v_a, v_b = train(train(v0, x_syn, syn), x_real, real), train(v0, x_real, real)
+  a, b, init = (weights.flatten(v["batch_stats"]) for v in (v_a, v_b, v0))
+  assert len(a) == 2 * 12  # mean, var of 12 BNs: stem, 2 per block, 3 downsample shortcuts
+  for k in a:
+    np.testing.assert_array_equal(a[k][0], b[k][0], err_msg=k)
+    assert not np.allclose(a[k][1], init[k][1]), k  # the synthetic row of every BN moved
+    np.testing.assert_array_equal(b[k][1], init[k][1], err_msg=k)  # a real-only run never touches it
+
+
+def _two_domain_variables(model, params, stats=None):
+  """Makes domain 1 differ from domain 0 in every per-domain table (stats and affine)."""
+  rng = np.random.default_rng(0)
+  bump = lambda t, lo, hi: t.at[1].multiply(jnp.asarray(rng.uniform(lo, hi, t.shape[1:]), t.dtype))  # noqa: E731
+  params = jax.tree.map(lambda t: bump(t, 0.5, 1.5) if t.ndim == 2 and t.shape[0] == 2 else t, params)
+  if stats is not None:
+    stats = jax.tree.map(lambda t: bump(t, 0.5, 1.5).at[1].add(0.1), stats)
+  return params, stats
+
+
+def test_resnet_export_one_domain_loads_in_torchvision():
+  import torch
+  import torchvision
+  model, params, stats = TINY.init(jax.random.key(0), num_classes=3, domains=("real", "synthetic"),
+                                   separate_affine=True, image_size=32)
+  params, stats = _two_domain_variables(model, params, stats)
+  x = images(2, 32, seed=4)
+  tm = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=3).eval()
+  got = {}
+  for d in (0, 1):
+    sd = import_torch.resnet_to_torch(params, stats, domain=d)
+    tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
+    with torch.no_grad():
+      got[d] = tm(torch_nhwc(x)).numpy()
+    ours, _ = model.apply({"params": params, "batch_stats": stats}, x, domain=d)
+    diff = float(np.max(np.abs(np.asarray(ours) - got[d])))
+    print(f"resnet export domain={d}: torchvision vs ours max abs diff {diff:.2e}")
+    assert diff <= 1e-4
+  assert not np.allclose(got[0], got[1], atol=1e-3)
+
+
+def test_vit_export_one_domain_loads_in_timm():
+  import timm
+  import torch
+  tiny = dict(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=8)
+  model, params, _ = vit.ViTVariant("S/16").init(jax.random.key(0), num_classes=4, domains=("real", "synthetic"),
+                                                 separate_affine=True, image_size=32, **tiny)
+  params, _ = _two_domain_variables(model, reinit_head(params, jax.random.key(1)))
+  assert params["Transformer"]["encoder_norm"]["scale"].shape == (2, 64)
+  tm = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, depth=2,
+                         num_heads=2, num_classes=4).eval()
+  x = images(2, 32, seed=5)
+  got = {}
+  for d in (0, 1):
+    sd = import_torch.vit_to_timm(params, domain=d)
+    tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
+    with torch.no_grad():
+      got[d] = tm(torch_nhwc(x)).numpy()
+    ours, _ = model.apply({"params": params}, x, domain=d)
+    diff = float(np.max(np.abs(np.asarray(ours) - got[d])))
+    print(f"vit export domain={d}: timm vs ours max abs diff {diff:.2e}")
+    assert diff <= 1e-4
+  assert not np.allclose(got[0], got[1], atol=1e-3)

@@ -115,3 +115,21 @@ def test_vit_b16_shapes_match_timm_augreg_layout(tmp_path):
   model, params, _ = vit.vit_b16.from_timm(path, num_classes=10)  # strict: every tensor mapped and shaped
   assert params["pos_embedding"].shape == (1, 197, 768)
   assert len(params["Transformer"]) == 13  # 12 blocks + encoder_norm
+
+
+def test_bf16_compute_keeps_fp32_params_and_tracks_fp32():
+  model, params, _ = vit.ViTVariant("S/16").init(jax.random.key(0), num_classes=5, image_size=32, **TINY)
+  params = common.reinit_head(params, jax.random.key(1))  # ViT's head starts at zero: logits would be 0
+  model16 = model.clone(dtype=jnp.bfloat16)
+  x = images(2, 32)
+  fwd = jax.jit(lambda m, p, x: m.apply({"params": p}, x), static_argnums=0)
+  (l16, out16), (l32, _) = fwd(model16, params, x), fwd(model, params, x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  assert out16["stem"].dtype == jnp.bfloat16 and out16["block01"].dtype == jnp.bfloat16
+  assert l16.dtype == jnp.float32 and out16["pre_logits"].dtype == jnp.float32
+  rel = float(jnp.max(jnp.abs(l16 - l32)) / jnp.max(jnp.abs(l32)))
+  print(f"vit bf16 vs fp32 logits: max abs diff / max |logit| = {rel:.2e}")
+  assert 0 < rel < 5e-2  # bf16 really ran (not silently fp32), and stays close
+  loss = lambda p: jnp.sum(model16.apply({"params": p}, x)[0] ** 2)  # noqa: E731
+  grads = jax.jit(jax.grad(loss))(params)
+  assert all(g.dtype == jnp.float32 and np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
