@@ -24,6 +24,10 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.workdir = ""
   c.model_path = a.model            # diffusers SD folder (model_index.json, unet/, vae/, ...)
+  # model_path may instead be a single-file checkpoint (.safetensors, original SD layout), converted
+  # by torch diffusers; this diffusers folder (or hub id) gives its configs ('' = diffusers guesses
+  # them from the tensor names and downloads them)
+  c.single_file_config = ""
   c.dtype = "bfloat16"              # float32 | bfloat16 | float16 (params and compute)
   c.style_token_path = ""           # learned_embeds.safetensors from `synth-jax invert` (DSI)
   # What to generate.

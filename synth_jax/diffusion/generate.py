@@ -235,10 +235,11 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   import jax
   from synth_jax.data import writer as writer_lib
   validate(config)
-  if sampler_factory is None and not os.path.isdir(os.path.expanduser(config.model_path or "")):
+  if sampler_factory is None and not os.path.exists(os.path.expanduser(config.model_path or "")):
     from synth_jax.errors import WeightsError  # before anything is written
     raise WeightsError(f"pipeline folder {config.model_path!r} does not exist; pass a diffusers "
-                       "Stable Diffusion folder: --config.model_path=/path/to/sd")
+                       "Stable Diffusion folder (or a single-file checkpoint): "
+                       "--config.model_path=/path/to/sd")
   workdir = runs.workdir(config)
   class_list = load_classes(config)
   items = plan_items(config, selected(class_list, list(config.get("classes") or [])),

@@ -4,7 +4,8 @@
 `scheduler/` (weights as *.safetensors, or *.bin through `torch.load(weights_only=True)`), converts
 PyTorch layouts to our Flax trees strictly (a missing, extra or mis-shaped tensor is a WeightsError
 that names it) and returns numpy params on the host: placing them on devices is the sampler's job.
-`save_pipeline(pipe, path)` writes the same layout, loadable by PyTorch diffusers.
+`save_pipeline(pipe, path)` writes the same layout, loadable by PyTorch diffusers. `load(path)` also
+takes a single-file (original LDM layout) checkpoint, converted by diffusers (`load_single_file`).
 """
 from __future__ import annotations
 
@@ -237,13 +238,25 @@ def save_pipeline(pipe: StableDiffusion, path: str) -> None:
     raise
 
 
-def load_single_file(checkpoint: str, dtype=jnp.float32, workdir: str | None = None,
-                     **kwargs) -> StableDiffusion:
-  """A single-file SD checkpoint (.safetensors/.ckpt), converted by PyTorch diffusers.
+def load(path: str, dtype=jnp.float32, single_file_config: str | None = None) -> StableDiffusion:
+  """A diffusers folder (`load_pipeline`) or a single-file checkpoint (`load_single_file`)."""
+  path = os.path.expanduser(os.fspath(path))
+  if os.path.isfile(path):
+    return load_single_file(path, dtype, config=single_file_config or None)
+  return load_pipeline(path, dtype)
 
-  Needs torch and diffusers (and, for the configs, their bundled defaults); the converted
-  pipeline is saved as a diffusers folder under `workdir` (a temp dir if None) and loaded from
-  there, so the Flax side only ever reads the folder layout.
+
+def load_single_file(checkpoint: str, dtype=jnp.float32, config: str | None = None,
+                     workdir: str | None = None, **kwargs) -> StableDiffusion:
+  """A single-file SD checkpoint (original LDM key layout), converted by PyTorch diffusers.
+
+  Needs torch and diffusers. `config` is a diffusers folder (or hub id) whose model_index.json,
+  component configs, tokenizer and scheduler describe the checkpoint's architecture; None lets
+  diffusers guess the architecture from the tensor names and fetch that repo's configs from the
+  hub (or its cache). .safetensors is read as is; .ckpt only through torch.load(weights_only=True)
+  (diffusers' reader). The converted pipeline is saved as a diffusers folder under `workdir` (a
+  temp dir, removed once loaded, if None) and loaded from there, so the Flax side only ever reads
+  the folder layout.
   """
   try:
     from diffusers import StableDiffusionPipeline
@@ -252,12 +265,17 @@ def load_single_file(checkpoint: str, dtype=jnp.float32, workdir: str | None = N
                        "to convert it, or pass a diffusers folder") from None
   if not os.path.isfile(checkpoint):
     raise WeightsError(f"checkpoint {checkpoint!r} does not exist; check the path")
+  if config:
+    kwargs["config"] = os.path.expanduser(config)
   try:
-    pt = StableDiffusionPipeline.from_single_file(checkpoint, load_safety_checker=False, **kwargs)
+    pt = StableDiffusionPipeline.from_single_file(checkpoint, safety_checker=None, **kwargs)
   except Exception as e:  # diffusers raises many types for unrecognised checkpoints
-    raise WeightsError(f"diffusers could not convert {checkpoint} ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}); convert it to a diffusers "
-                       "folder first") from None
-  folder = os.path.join(workdir or tempfile.mkdtemp(prefix="synth_jax_sd_"), "pipeline")
-  pt.save_pretrained(folder, safe_serialization=True)
-  return load_pipeline(folder, dtype=dtype)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise WeightsError(f"diffusers could not convert {checkpoint} ({type(e).__name__}: {first}); "
+                       "pass single_file_config=<diffusers folder with the same architecture>, "
+                       "or convert it to a diffusers folder first") from None
+  with contextlib.ExitStack() as stack:
+    root = workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="synth_jax_sd_"))
+    folder = os.path.join(root, "pipeline")
+    pt.save_pretrained(folder, safe_serialization=True)
+    return load_pipeline(folder, dtype=dtype)

@@ -107,14 +107,15 @@ class Sampler:
 
   @classmethod
   def from_config(cls, config, mesh=None) -> "Sampler":
-    """From a generate config: model_path, dtype, style_token_path, batch_size, steps, ..."""
+    """From a generate config: model_path (+ single_file_config), dtype, batch_size, steps, ..."""
     if mesh is None or jax.process_count() > 1:
       mesh = local_mesh(config.get("mesh"))
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(
         config.get("dtype", "float32"))
     if dtype is None:
       raise ConfigError(f"dtype={config.dtype!r} is not one of float32, bfloat16, float16")
-    pipe = loading.load_pipeline(config.model_path, dtype=dtype)
+    # model_path: a diffusers folder, or a single-file checkpoint converted by diffusers
+    pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None)
     path = config.get("style_token_path")
     if path:  # a learned_embeds file, or a folder of them (per-class inversion)
       files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]

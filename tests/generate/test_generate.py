@@ -303,6 +303,17 @@ def test_broken_model_folder_is_one_line_weights_error(tmp_path):
   assert "\n" not in str(e.value)
 
 
+def test_single_file_model_path_goes_to_diffusers_conversion(tmp_path):
+  """A file as model_path passes the folder check and is converted by diffusers (here: garbage)."""
+  from synth_jax.errors import WeightsError
+  ckpt = tmp_path / "model.safetensors"
+  ckpt.write_bytes(b"not a checkpoint")
+  cfg = _config(tmp_path / "w", f"model_path={ckpt}", f"single_file_config={tmp_path}")
+  with pytest.raises(WeightsError, match="diffusers could not convert .*model.safetensors") as e:
+    generate.generate(cfg)
+  assert "\n" not in str(e.value)
+
+
 def test_unknown_class_name_lists_close_matches(tmp_path):
   cfg = _config(tmp_path / "u")
   cfg.classes = ["dgo"]
