@@ -4,10 +4,11 @@ transfer and the bridged-transfer ablation (+ FC Reinit, + FC Reinit & Mixup = B
   synth-jax sweep --config configs/paper/li_table_main.py --config.workdir=runs/li_main
   synth-jax sweep --config configs/paper/li_table_main.py --print-only     # one line per point
 
-Needs: the real datasets (synth_jax.data.registry names; aircraft/cars need --config.data_dir and
-manual downloads), ImageNet-pretrained ResNet-18 weights (--config.init=resnet18.pth), and a
-synthetic set per dataset at runs/synthetic/<dataset> (1k images per class, single template
-"a photo of a {class}", from `synth-jax generate`). Backbone: the sources imply ResNet-18 for this
+Needs: the real datasets (synth_jax.data.registry names, on each entry's splits; aircraft/cars are
+built from your downloads in ~/downloads/aircraft, ~/downloads/cars: --config.manual_dir),
+ImageNet-pretrained ResNet-18 weights (--config.init=resnet18.pth), and a synthetic set per
+dataset at runs/synthetic/<dataset> (1k images per class, single template "a photo of a {class}",
+from `synth-jax generate`). Backbone: the sources imply ResNet-18 for this
 table (not stated for these cells). Training hyperparameters are NOT in the paper: ours (base.py).
 
 Paper numbers (top-1 %, facts.md 1.7), beside our cells in results.md:

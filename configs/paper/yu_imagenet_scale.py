@@ -3,7 +3,8 @@ images up to 6x ImageNet's size, real-only vs naive mixing vs auxiliary BatchNor
 
   synth-jax sweep --config configs/paper/yu_imagenet_scale.py --config.workdir=runs/yu_scale
 
-Needs ImageNet (registry name "imagenet", manual_dir per tfds) and synthetic sets at
+Needs ImageNet (registry name "imagenet": the ILSVRC2012 tars in ~/downloads/imagenet for tfds,
+--config.manual_dir; evaluated on the registry's split, validation) and synthetic sets at
 runs/synthetic/imagenet_<k>x made with disambiguated class names + CD/SD diversified prompts
 (`synth-jax prompts`, `synth-jax generate`). `scale` is an extra key naming the set; `volume`
 stays -1 (use the whole set).
@@ -32,5 +33,4 @@ def get_config(arg=None):
       numbers={"method=auxbn,scale=6": "+1.20..+2.35 over real-only (architecture unmapped)"},
       synthetic="runs/synthetic/imagenet_{scale}x", workdir="runs/paper/yu_imagenet_scale")
   c.scale = 1
-  c.test_split = "validation"
   return c

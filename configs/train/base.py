@@ -2,7 +2,14 @@
 
     synth-jax train --config configs/train/base.py:method=bridged++,dataset=/data/cars/1.0.0,\
 synthetic=/runs/gen/cars_syn/1.0.0,model=resnet18 --config.workdir=/runs/train/cars_bpp
+    synth-jax train --config configs/train/base.py:method=vanilla,dataset=aircraft \
+        --config.manual_dir=~/downloads/aircraft --config.workdir=/runs/train/aircraft  # registry
     synth-jax train --config configs/train/base.py:smoke --config.workdir=/tmp/t   # digits, CPU
+
+A registry name (synth_jax.data.registry) trains and tests on that entry's splits unless
+train_split / test_split are set; aircraft and cars are built from your downloads in manual_dir.
+Augmentation: every AugmentConfig field (color_jitter, randaugment_ops/_magnitude, crop_pct, ...)
+is under `augment`, e.g. --config.augment.color_jitter=0.4.
 
 Methods (facts.md 1.5, 1.6; paper B for auxbn):
   vanilla         real only.
@@ -50,8 +57,9 @@ def get_config(arg=None):
   # Data.
   c.dataset = a.dataset          # real dataset dir, or a registry name (digits, cars, ...)
   c.data_dir = ""                # registry data_dir ('' = ~/tensorflow_datasets)
-  c.train_split = "train"
-  c.test_split = "test"
+  c.manual_dir = ""              # your downloaded files (aircraft, cars; pets, imagenet via tfds)
+  c.train_split = ""             # '' = the registry's (e.g. aircraft: trainval), a dir's "train"
+  c.test_split = ""              # '' = the registry's (e.g. food101: validation), a dir's "test"
   c.synthetic = a.synthetic      # synthetic dataset dir written by `synth-jax generate`
   c.volume = a.volume            # synthetic images per class to use (-1 = all)
   c.shots = a.shots              # k real images per class (-1 = all)
@@ -60,8 +68,10 @@ def get_config(arg=None):
   c.batch_size = a.batch_size
   c.eval_batch_size = 256
   c.workers = 0                  # grain worker processes
-  c.augment = ml_collections.ConfigDict(dict(resolution=a.image_size, flip=True, min_scale=0.08,
-                                             uint8=True))
+  # Every field of synth_jax.data.pipeline.AugmentConfig (eval uses resolution and crop_pct).
+  c.augment = ml_collections.ConfigDict(dict(
+      resolution=a.image_size, flip=True, min_scale=0.08, color_jitter=0.0, randaugment_ops=0,
+      randaugment_magnitude=9.0, crop_pct=0.875, uint8=True))
   # Model.
   c.model = a.model              # resnet18..152, vit_s16/b16/b32/l16, or resnet:basic:1,1,1,1
   c.init = a.init                # pretrained weights file/folder ('' = random init)

@@ -58,21 +58,48 @@ def plan(config) -> list[StageSpec]:
           StageSpec("real", "stage2", alpha("stage2", 0.0), reinit)]
 
 
+def _registry_spec(config):
+  """The registry entry of config.dataset, or None when it is a dataset directory."""
+  from synth_jax.data import registry
+  if not config.dataset:
+    raise ConfigError("config.dataset is empty; pass a dataset directory or a registry name")
+  if os.path.isdir(os.path.expanduser(config.dataset)):
+    return None
+  return registry.get(config.dataset)
+
+
+def splits(config) -> tuple[str, str]:
+  """(train split, test split): config.train_split / test_split, where '' means the registry
+  entry's own (aircraft trains on trainval, food101 tests on validation, ...), or train / test
+  for a dataset directory."""
+  spec = _registry_spec(config)
+  default = ("train", "test") if spec is None else (spec.train_split, spec.eval_split)
+  return config.train_split or default[0], config.test_split or default[1]
+
+
 def _open(config, split: str):
   from synth_jax.data import registry, sources
-  ds = config.dataset
-  if not ds:
-    raise ConfigError("config.dataset is empty; pass a dataset directory or a registry name")
-  if os.path.isdir(os.path.expanduser(ds)):
-    return sources.open_split(ds, split)
-  return registry.load(ds, split, data_dir=config.data_dir or "~/tensorflow_datasets")
+  spec = _registry_spec(config)
+  if spec is None:
+    return sources.open_split(config.dataset, split)
+  manual = os.path.expanduser(config.get("manual_dir") or "")
+  if spec.tfds_name is None and spec.manual and not manual:
+    raise ConfigError(f"dataset {spec.name!r} is built from files you download; pass "
+                      "--config.manual_dir=FOLDER holding them (see synth_jax/data/manual.py)")
+  # Paper configs name one folder per dataset (~/downloads/{dataset}); for a dataset tfds can
+  # fetch itself a missing folder means "none", not the manual builder on an empty folder.
+  if manual and spec.tfds_name is not None and not os.path.isdir(manual):
+    manual = ""
+  return registry.load(spec.name, split, data_dir=config.data_dir or "~/tensorflow_datasets",
+                       manual_dir=manual or None)
 
 
 def open_data(config, needs_synthetic: bool):
   """(real train Stream, synthetic Stream | None, test Split)."""
   from synth_jax.data import pipeline, sources, synthetic
-  real = _open(config, config.train_split)
-  test = _open(config, config.test_split)
+  train_split, test_split = splits(config)
+  real = _open(config, train_split)
+  test = _open(config, test_split)
   idx = None
   if config.shots and config.shots > 0:
     idx = sources.few_shot_indices(real.labels(), config.shots, config.seed,

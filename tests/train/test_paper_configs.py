@@ -6,7 +6,7 @@ import pytest
 
 from synth_jax import config as config_lib
 from synth_jax.data import registry
-from synth_jax.train import report, sweep as sweep_lib
+from synth_jax.train import report, stage, sweep as sweep_lib
 
 PAPER = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "paper")
 FILES = sorted(f for f in glob.glob(os.path.join(PAPER, "*.py")) if not f.endswith("common.py"))
@@ -28,7 +28,11 @@ def test_paper_config_grid(path, tmp_path):
   assert set(c.paper_numbers) <= cell_keys, set(c.paper_numbers) - cell_keys
   for point, cfg in grid:
     assert "{" not in cfg.synthetic, cfg.synthetic  # every template filled per point
-    registry.get(cfg.dataset)                       # a known dataset name
+    assert cfg.manual_dir == f"~/downloads/{cfg.dataset}", cfg.manual_dir
+    spec = registry.get(cfg.dataset)                # a known dataset name
+    # The trainer uses the registry entry's own splits (food101 has no test split, aircraft
+    # trains on trainval, dtd/flowers/sun397 on train+validation), not a blanket train/test.
+    assert stage.splits(cfg) == (spec.train_split, spec.eval_split), (point, stage.splits(cfg))
     assert cfg.workdir.startswith(str(tmp_path))
   assert "NOT FOUND" in open(path).read()           # unknown paper cells are marked
 
@@ -39,3 +43,16 @@ def test_main_table_numbers_match_facts():
   assert c.paper_numbers["method=bridged++,dataset=cars"] == "91.6"
   assert c.paper_numbers["method=bridged++,dataset=dtd"] == "72.3 ± 0.3"
   assert "mix" in c.sweep_axes[0] and "bridged_fc" in c.sweep_axes[0]
+
+
+def test_registry_splits_reach_the_trainer():
+  c = config_lib.load_config(os.path.join(PAPER, "li_table_main.py"))
+  got = {}
+  for name in ("food101", "aircraft", "dtd", "flowers", "sun397", "cars"):
+    c.dataset = name
+    got[name] = stage.splits(c)
+  assert got == {"food101": ("train", "validation"), "aircraft": ("trainval", "test"),
+                 "dtd": ("train+validation", "test"), "flowers": ("train+validation", "test"),
+                 "sun397": ("train+validation", "test"), "cars": ("train", "test")}
+  c.train_split, c.test_split = "train", "validation"  # explicit splits still win
+  assert stage.splits(c) == ("train", "validation")
