@@ -55,13 +55,26 @@ def test_only_the_token_row_trains_and_export_loads_in_diffusers(setup, tmp_path
     emb, opt, loss = inv.step(emb, opt, step)
   assert np.isfinite(float(loss))
   assert not np.array_equal(np.asarray(emb), np.asarray(inv.init))  # the token moved
-  frozen = jax.device_get(inv.frozen)
-  for name in ("unet",):
-    for k, v in weights.flatten(original[name]).items():
-      np.testing.assert_array_equal(weights.flatten(frozen[name])[k], v, err_msg=k)
-  table = weights.flatten(frozen["text_encoder"])["embeddings/token_embedding/embedding"]
-  orig_table = weights.flatten(original["text_encoder"])["embeddings/token_embedding/embedding"]
+  # every frozen weight as loaded, bitwise: UNet, every text-encoder layer and the position
+  # embeddings (what the step used), the VAE (it encoded the latents)
+  frozen = {**jax.device_get(inv.frozen), "vae": jax.device_get(pipe.params["vae"])}
+  table_key = "embeddings/token_embedding/embedding"
+  checked = {}
+  for name in ("unet", "text_encoder", "vae"):
+    now, then = weights.flatten(frozen[name]), weights.flatten(original[name])
+    assert now.keys() == then.keys(), name
+    for k, v in then.items():
+      if name != "text_encoder" or k != table_key:
+        np.testing.assert_array_equal(now[k], v, err_msg=f"{name}/{k}")
+        checked.setdefault(name, []).append(k)
+  te_keys = checked["text_encoder"]
+  assert "embeddings/position_embedding/embedding" in te_keys
+  assert any(k.startswith("encoder/") for k in te_keys) and len(checked["vae"]) > 10
+  table = weights.flatten(frozen["text_encoder"])[table_key]
+  orig_table = weights.flatten(original["text_encoder"])[table_key]
   np.testing.assert_array_equal(table[:len(orig_table)], orig_table)  # every old row as loaded
+  assert table.shape[0] == len(orig_table) + 1  # plus the token row (its start value)
+  np.testing.assert_array_equal(table[len(orig_table):], inv.init)
   # the exported file: diffusers loads it and its text encoder agrees with ours
   path = str(tmp_path / "learned_embeds.safetensors")
   textual_inversion.save_learned_embeds(path, {inv.tokens[0]: np.asarray(emb)[0]})
