@@ -179,11 +179,45 @@ def test_kill9_resume_is_bit_identical(setup, tmp_path):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
+  """A NaN in the cached latents of one image that steps 0..p-1 never draw: the run checkpoints,
+  hits NaN at step p, stops; the checkpoint before p is intact (size/sha256) and restorable."""
+  import io as _io
+  from synth_jax import checkpoint_integrity
+  from synth_jax.diffusion import invert_state
   root, pt, data = setup
-  cfg = _config(root, data, tmp_path / "n", "learning_rate=1e38", "steps=8")
-  with pytest.raises(TrainingError, match="loss is nan at inversion step .* last good checkpoint"):
+  run = tmp_path / "n"
+  cfg = _config(root, data, run, "steps=8")
+  pipe = loading.load_pipeline(cfg.model_path, dtype=jnp.float32)
+  clean = invert_data.load(cfg, pipe, sharding.make_mesh(cfg.mesh), str(run))  # writes latents.npz
+  drawn = [set(clean.draw(int(cfg.seed), s, 8, 1)[0]) for s in range(8)]
+  first = {i: next(s for s in range(8) if i in drawn[s]) for i in set().union(*drawn)}
+  img, p = min(((i, s) for i, s in first.items() if s >= 2), key=lambda x: x[1])
+  with np.load(run / "latents.npz", allow_pickle=False) as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays["mean"][img] = np.nan
+  buf = _io.BytesIO()
+  np.savez(buf, **arrays)
+  (run / "latents.npz").write_bytes(buf.getvalue())
+  last = p // 2 * 2  # checkpoint_every=2
+  print(f"image {img} poisoned: first drawn at step {p}, last checkpoint before it: step {last}")
+  with pytest.raises(TrainingError, match=f"loss is nan at inversion step {p}; the last good "
+                                          rf"checkpoint \(step {last}\) is kept"):
     invert.invert(cfg)
-  assert not (tmp_path / "n" / "learned_embeds.safetensors").exists()
+  assert not (run / "learned_embeds.safetensors").exists()
+  assert not (run / "per_class").exists()
+  mngr = invert_state.manager(str(run), int(cfg.keep_checkpoints))
+  assert mngr.latest_step() == last >= 2
+  checkpoint_integrity.verify(mngr, last)  # every file as recorded when it was saved
+  tx = invert_state.make_optimizer(cfg)
+  table = weights.flatten(pipe.params["text_encoder"])["embeddings/token_embedding/embedding"]
+  dim = table.shape[1]
+  template = jnp.zeros((1, dim), jnp.float32)
+  meta = {"tokens": [cfg.token], "shape": [1, dim], "optimizer": cfg.optimizer}
+  emb, opt = invert_state.restore(mngr, last, template, tx.init(template), meta)
+  emb = np.asarray(emb)
+  assert np.isfinite(emb).all() and np.abs(emb).max() > 0
+  counts = [int(x) for x in jax.tree.leaves(opt) if np.ndim(x) == 0]
+  assert counts and all(c == last for c in counts)  # the optimizer state of step `last`
 
 
 @pytest.mark.slow
