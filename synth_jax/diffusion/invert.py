@@ -3,15 +3,16 @@
     synth-jax invert --config configs/invert/base.py:model=/models/sd15,dataset=dtd \
         --config.workdir=runs/invert/dtd
 
-Adds a placeholder token (or one per class with `per_class=True`, DA-Fusion style), starts its
-embedding from `init_word`, and trains only that row with the denoising loss (epsilon or v, per
-the model's scheduler) on VAE latents of the real images; every other weight and embedding row is
-a frozen constant of the jitted step, so it cannot change. DSI prompts carry no class name: the
-token stands for the dataset. The batch of step s, its flips, templates, noise and timesteps all
-derive from (seed, s), so a run resumed from an orbax checkpoint ends bit-identical to an
-uninterrupted one; every checkpoint file's size and sha256 are recorded and checked before a
-restore. Writes `learned_embeds.safetensors` (diffusers' textual-inversion layout) and
-a preview contact sheet.
+Adds a placeholder token (or one per class with `per_class=True`, DA-Fusion style:
+`<stem-i-name>`, in class prompts "a photo of a <stem-i-name>"), starts its embedding from
+`init_word`, and trains only that row with the denoising loss (epsilon or v, per the model's
+scheduler; optimizer adamw / adam / sgd) on VAE latents of the real images; every other weight and
+embedding row is a frozen constant of the jitted step, so it cannot change. DSI prompts carry no
+class name: the token stands for the dataset. The batch of step s, its flips, templates, noise
+and timesteps all derive from (seed, s), so a run resumed from an orbax checkpoint ends
+bit-identical to an uninterrupted one; every checkpoint file's size and sha256 are recorded and
+checked before a restore. Writes `learned_embeds.safetensors` (diffusers' textual-inversion
+layout) and a preview contact sheet.
 """
 from __future__ import annotations
 

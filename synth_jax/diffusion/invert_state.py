@@ -52,8 +52,8 @@ def manager(workdir: str, keep: int):
 
 def save(mngr, step: int, emb, opt_state, meta: dict) -> None:
   import orbax.checkpoint as ocp
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"emb": emb, "opt": opt_state}),
-                                          meta=ocp.args.JsonSave(meta)), force=True)
+  state = ocp.args.StandardSave({"emb": emb, "opt": opt_state})
+  mngr.save(step, args=ocp.args.Composite(state=state, meta=ocp.args.JsonSave(meta)), force=True)
   mngr.wait_until_finished()
   checkpoint_integrity.record(mngr, step)
 
@@ -65,7 +65,8 @@ def restore(mngr, step: int, emb, opt_state, meta: dict):
   checkpoint_integrity.verify(mngr, step)  # a truncated/altered file is named here, not in orbax
   saved = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   # keys an older checkpoint lacks (optimizer) are not compared
-  wrong = {k: saved[k] for k, v in meta.items() if k in saved and list(_seq(saved[k])) != list(_seq(v))}
+  wrong = {k: saved[k] for k, v in meta.items()
+           if k in saved and list(_seq(saved[k])) != list(_seq(v))}
   if wrong:
     raise ConfigError(f"checkpoint {step} in {mngr.directory} was made for {wrong}, not "
                       f"{ {k: meta[k] for k in wrong} }; use a new --config.workdir")
