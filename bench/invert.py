@@ -1,12 +1,16 @@
-"""Dataset Style Inversion step rate at SD-1.5 shapes: our jitted step vs PyTorch diffusers.
+"""Dataset Style Inversion step rate at SD-1.5 shapes: the Inverter's own step vs PyTorch diffusers.
 
     python bench/invert.py                                   # SD-1.5 shapes, 512 px, batch 8, bf16
     python bench/invert.py --model tiny --resolution 16 --batch 2 --steps 3   # CPU smoke run
 
-Random weights (speed does not depend on them). One train step = text encoder with the token row
-substituted + UNet forward/backward to the token row + AdamW on that row. Prints one JSON object;
-the PyTorch reference (diffusers UNet2DConditionModel + transformers CLIPTextModel, gradient only on
-the embedding table, as diffusers' textual_inversion.py) is measured in the same run.
+Random weights (speed does not depend on them). The JAX side times `invert.Inverter.step`, what
+`synth-jax invert` runs each step: the host batch of step s from (seed, s) (latents, flips,
+prompts), the jitted text encoder with the token row substituted + UNet forward/backward to the
+token row + the configured optimizer on that row, and the loss fetched to the host (the run checks
+it for NaN every step). The real images' latents are random arrays of the right shape (the run
+encodes them once, before the loop). Prints one JSON object; the PyTorch reference (diffusers
+UNet2DConditionModel + transformers CLIPTextModel, gradient only on the embedding table, as
+diffusers' textual_inversion.py) is measured in the same run.
 """
 from __future__ import annotations
 
@@ -20,58 +24,49 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from bench import generate as gen_bench  # noqa: E402
-from synth_jax.diffusion import schedulers  # noqa: E402
+from synth_jax import config as config_lib  # noqa: E402
+from synth_jax import sharding  # noqa: E402
+from synth_jax.diffusion import invert, invert_data  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def bench_jax(args, cfg) -> dict:
   dtype = gen_bench.DTYPES[args.dtype]
   with tempfile.TemporaryDirectory() as tok:
     pipe = gen_bench.random_pipeline(cfg, dtype, tok)
-  f = pipe.vae_scale_factor
-  h = args.resolution // f
-  table = pipe.params["text_encoder"]["embeddings"]["token_embedding"]["embedding"]
-  token_id = table.shape[0] - 1
-  sched = dict(cfg["scheduler"])
-
-  def loss(emb, params, ids, latents, noise, t):
-    te = params["text_encoder"]
-    tab = te["embeddings"]["token_embedding"]["embedding"].at[token_id].set(emb.astype(dtype))
-    text = pipe.text_encoder.apply({"params": te}, ids, inputs_embeds=tab[ids])
-    noisy = schedulers.add_noise(sched, latents, noise, t)
-    pred = pipe.unet.apply({"params": params["unet"]}, noisy.astype(dtype), t,
-                           text["last_hidden_state"])
-    return jnp.mean((pred.astype(jnp.float32) - noise) ** 2)
-  tx = optax.adamw(5e-3)
-
-  @jax.jit
-  def step(emb, opt, params, ids, latents, noise, t):
-    value, g = jax.value_and_grad(loss)(emb, params, ids, latents, noise, t)
-    upd, opt = tx.update(g, opt, emb)
-    return optax.apply_updates(emb, upd), opt, value
+  rows = pipe.params["text_encoder"]["embeddings"]["token_embedding"]["embedding"].shape[0]
+  if rows > len(pipe.tokenizer):  # the tiny vocab: pad it so the table keeps SD-1.5's 49408 rows
+    pipe.tokenizer.add_tokens([f"<bench-pad-{i}>" for i in range(rows - len(pipe.tokenizer))])
+  config = config_lib.load_config(
+      os.path.join(ROOT, "configs", "invert", "base.py") + f":resolution={args.resolution}",
+      [f"batch_size={args.batch}", f"dtype={CONFIG_DTYPES[args.dtype]}",
+       f"optimizer={args.optimizer}", "workdir=unused"])
+  h = args.resolution // pipe.vae_scale_factor
   rng = np.random.default_rng(0)
-  ids = jnp.asarray(rng.integers(0, token_id, (args.batch, 77)), jnp.int32)
-  latents = jnp.asarray(rng.standard_normal((args.batch, h, h, 4)), jnp.float32)
-  noise = jnp.asarray(rng.standard_normal((args.batch, h, h, 4)), jnp.float32)
-  t = jnp.asarray(rng.integers(0, 1000, args.batch))
-  params = {"unet": pipe.params["unet"], "text_encoder": pipe.params["text_encoder"]}
-  emb = jnp.zeros((table.shape[1],), jnp.float32)
-  opt = tx.init(emb)
+  n = max(16, args.batch)  # cached latents of n real images, 2 views (flip)
+  mean = rng.standard_normal((n, 2, h, h, 4)).astype(np.float32)
+  data = invert_data.InversionData(mean, np.full_like(mean, 0.1), np.zeros(n, np.int64),
+                                   ["thing"], per_class=False)
+  mesh = sharding.make_mesh(config.mesh)
+  inv = invert.Inverter(config, pipe, data, mesh)
+  emb, opt = inv.init_state()
   t0 = time.perf_counter()
-  emb, opt, v = step(emb, opt, params, ids, latents, noise, t)
-  v.block_until_ready()
+  emb, opt, loss = inv.step(emb, opt, 0)
+  float(loss)
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  for _ in range(args.steps):
-    emb, opt, v = step(emb, opt, params, ids, latents, noise, t)
-  v.block_until_ready()
+  for step in range(1, args.steps + 1):
+    emb, opt, loss = inv.step(emb, opt, step)
+    float(loss)  # as the run loop does
   dt = (time.perf_counter() - t0) / args.steps
   return {"steps_per_s": 1 / dt, "images_per_s": args.batch / dt, "compile_s": compile_s,
-          "peak_bytes": gen_bench.peak_bytes()}
+          "optimizer": args.optimizer, "embedding_rows": int(rows) + 1,
+          "devices": sharding.data_parallel_size(mesh), "peak_bytes": gen_bench.peak_bytes()}
 
 
 def bench_torch(args, cfg) -> dict:
@@ -87,7 +82,8 @@ def bench_torch(args, cfg) -> dict:
   te.requires_grad_(False)
   table = te.get_input_embeddings().weight
   table.requires_grad_(True)
-  opt = torch.optim.AdamW([table], lr=5e-3)
+  optim = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+  opt = optim[args.optimizer]([table], lr=5e-3, weight_decay=1e-2)  # the config's defaults
   ddpm = diffusers.DDPMScheduler.from_config(strip(cfg["scheduler"]))
   h = args.resolution // 8 if args.model == "sd15" else args.resolution // 2
   ids = torch.randint(0, table.shape[0], (args.batch, 77), device=device)
@@ -122,6 +118,7 @@ def main():
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--dtype", choices=list(gen_bench.DTYPES), default="bf16")
+  p.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
   p.add_argument("--torch", choices=["yes", "no"], default="yes")
   args = p.parse_args()
   cfg = gen_bench.configs(args.model)

@@ -104,6 +104,14 @@ class Inverter:
     self.tx = invert_state.make_optimizer(config)
     # one output sharding for every step, so step 2 reuses step 1's executable
     self._step = jax.jit(self._train_step, donate_argnums=(0, 1), out_shardings=rep)
+    self.compiles = 0
+
+  def init_state(self):
+    """(emb, opt_state) at the start values, placed as the step's outputs are: otherwise step 1
+    sees other input shardings than step 0 and compiles the step a second time."""
+    rep = sharding.replicated(self.mesh)
+    emb = jax.device_put(self.init, rep)
+    return emb, jax.device_put(self.tx.init(emb), rep)
 
   def loss(self, emb, frozen, ids, mean, std, key):
     """Denoising MSE for one batch; the only free variable is `emb` (tokens, D)."""
@@ -128,6 +136,7 @@ class Inverter:
     return jnp.mean((pred.astype(jnp.float32) - target) ** 2)
 
   def _train_step(self, emb, opt_state, frozen, ids, mean, std, key):
+    self.compiles += 1  # runs only while tracing: counts compilations
     loss, grad = jax.value_and_grad(self.loss)(emb, frozen, ids, mean, std, key)
     updates, opt_state = self.tx.update(grad, opt_state, emb)
     import optax
@@ -168,8 +177,7 @@ def invert(config) -> str:
   pipe = loading.load_pipeline(config.model_path, dtype=DTYPES[config.dtype])
   data = invert_data.load(config, pipe, mesh, workdir)
   inv = Inverter(config, pipe, data, mesh)
-  emb = jax.device_put(inv.init, sharding.replicated(mesh))
-  opt_state = inv.tx.init(emb)
+  emb, opt_state = inv.init_state()
   mngr = invert_state.manager(workdir, int(config.keep_checkpoints))
   start = 0
   meta = {"tokens": inv.tokens, "shape": list(emb.shape), "optimizer": config.optimizer}

@@ -50,10 +50,11 @@ def test_only_the_token_row_trains_and_export_loads_in_diffusers(setup, tmp_path
   cfg = _config(root, data, tmp_path / "w")
   original = loading.load_pipeline(cfg.model_path, dtype=jnp.float32).params
   inv, pipe = _inverter(cfg)
-  emb, opt = inv.init, inv.tx.init(inv.init)
+  emb, opt = inv.init_state()  # what invert() starts from
   for step in range(3):
     emb, opt, loss = inv.step(emb, opt, step)
   assert np.isfinite(float(loss))
+  assert inv.compiles == 1  # step 1 reuses step 0's executable (same input shardings)
   assert not np.array_equal(np.asarray(emb), np.asarray(inv.init))  # the token moved
   # every frozen weight as loaded, bitwise: UNet, every text-encoder layer and the position
   # embeddings (what the step used), the VAE (it encoded the latents)
