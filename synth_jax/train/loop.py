@@ -174,14 +174,25 @@ def _check(metrics, step: int, run: StageRun, mngr) -> None:
                         "lower the learning rate or check the data")
 
 
+def host_values(tree):
+  """Global arrays -> numpy with every row on every process. On several hosts the per-example
+  outputs are sharded across processes (each holds its own rows): `device_get` refuses those, so
+  they are all-gathered and every process computes the same metrics over the whole split."""
+  if all(x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def evaluate(eval_step, params, batch_stats, dataset, mesh, num_classes: int) -> dict:
-  """Top-1, top-5, mean loss and per-class accuracy over every (masked-in) example."""
+  """Top-1, top-5, mean loss and per-class accuracy over every (masked-in) example, on every
+  process (the dataset yields this process's part of each global batch)."""
   hits1 = np.zeros(num_classes)
   hits5 = np.zeros(num_classes)
   count = np.zeros(num_classes)
   loss_sum = 0.0
   for batch in dataset:
-    out = jax.device_get(eval_step(params, batch_stats, sharding.shard_batch(batch, mesh)))
+    out = host_values(eval_step(params, batch_stats, sharding.shard_batch(batch, mesh)))
     m = out["mask"].astype(bool)
     labels = out["label"][m]
     np.add.at(count, labels, 1)
