@@ -20,15 +20,9 @@ import numpy as np
 
 from synth_jax.errors import ConfigError
 from synth_jax.models import weights
+from synth_jax.models.common import ACTIVATIONS as _ACTIVATIONS  # one table for both CLIP towers
 
 TOKEN_EMBEDDING = "embeddings/token_embedding/embedding"  # path textual inversion edits
-
-_ACTIVATIONS = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # HF "gelu" is the exact erf form
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
 
 
 class _Mlp(nn.Module):

@@ -1,12 +1,15 @@
-"""CLIP vision tower (Flax linen) that loads transformers' `CLIPVisionModel(WithProjection)` weights.
+"""CLIP's image tower: `vit.ViT` with CLIP's options, loading transformers' `CLIPVisionModel(WithProjection)`.
 
-CLIP's ViT differs from `synth_jax.models.vit` in ways that change the numbers, so it is its own
-module rather than options on that one: the patch conv has no bias, the class token is a bare (D,)
-vector, a LayerNorm (`pre_layrnorm`, HF's spelling) runs before the encoder, the MLP uses the
-config's activation (OpenAI: quick_gelu; OpenCLIP: exact gelu) and the pooled class token goes
-through `post_layernorm` and a bias-free `visual_projection`. The parameter tree mirrors the HF
-names (`embeddings/patch_embedding/kernel`, `encoder/layers_0/self_attn/q_proj/kernel`, ...), so
-conversion is a rename plus the Linear/Conv transposes. Encoder layers reuse the text tower's MLP.
+CLIP's ViT is the models issue's ViT with four switches (`to_vit()` returns it): no patch-conv bias,
+a LayerNorm on the tokens before the encoder (HF `pre_layrnorm`, our `pre_norm`), the config's MLP
+activation (OpenAI: quick_gelu; OpenCLIP: exact gelu) and a bias-free head, which is CLIP's
+`visual_projection`. HF's `post_layernorm` of the class token is the ViT's `encoder_norm` (a
+LayerNorm is per token, so normalizing all tokens and taking the first is the same numbers). The
+parameters are therefore the ViT's big_vision tree (`embedding/kernel`, `cls`, `pos_embedding`,
+`Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel`, ..., `head/kernel`), and
+`logical_axes` / `logical_shardings` treat them like any ViT. `params_from_hf` renames and
+re-lays-out HF tensors (Linear/Conv transposes, fused q/k/v heads split, class token and position
+table given the ViT's leading axes); load errors name both our key and the HF one.
 
     model = CLIPVisionModel.from_config(hf_config_dict, with_projection=True)
     out = model.apply({"params": params}, pixel_values_nhwc)   # normalized float pixels, NHWC
@@ -23,88 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from synth_jax.errors import ConfigError
-from synth_jax.models import clip_text, weights
-
-# Same MLP and activations as the text tower (one definition of quick_gelu for both).
-_Mlp, _ACTIVATIONS = clip_text._Mlp, clip_text._ACTIVATIONS  # pylint: disable=protected-access
-
-
-class _Attention(nn.Module):
-  num_heads: int
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    b, t, d = x.shape
-    dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name)  # noqa: E731
-    split = lambda y: y.reshape(b, t, self.num_heads, d // self.num_heads)  # noqa: E731
-    q, k, v = (split(dense(n)(x)) for n in ("q_proj", "k_proj", "v_proj"))
-    out = jax.nn.dot_product_attention(q, k, v)  # bidirectional: no mask on image tokens
-    return dense("out_proj")(out.reshape(b, t, d))
-
-
-class _EncoderLayer(nn.Module):
-  num_heads: int
-  intermediate_size: int
-  hidden_act: str
-  layer_norm_eps: float
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    norm = lambda name: nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
-    x = x + _Attention(self.num_heads, self.dtype, name="self_attn")(norm("layer_norm1")(x))
-    mlp = _Mlp(self.intermediate_size, self.hidden_act, self.dtype, name="mlp")
-    return x + mlp(norm("layer_norm2")(x))
-
-
-class _Encoder(nn.Module):
-  num_hidden_layers: int
-  num_heads: int
-  intermediate_size: int
-  hidden_act: str
-  layer_norm_eps: float
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    hidden_states = [x]
-    for i in range(self.num_hidden_layers):
-      x = _EncoderLayer(self.num_heads, self.intermediate_size, self.hidden_act,
-                        self.layer_norm_eps, self.dtype, name=f"layers_{i}")(x)
-      hidden_states.append(x)
-    return tuple(hidden_states)
-
-
-class _Embeddings(nn.Module):
-  hidden_size: int
-  patch_size: int
-  image_size: int
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, pixels):
-    n, h, w, _ = pixels.shape
-    if (h, w) != (self.image_size, self.image_size):
-      raise ConfigError(f"CLIP vision input is {h}x{w} but the model expects "
-                        f"{self.image_size}x{self.image_size}; resize/crop images to that size")
-    x = nn.Conv(self.hidden_size, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
-                padding="VALID", use_bias=False, dtype=self.dtype, name="patch_embedding")(pixels)
-    x = x.reshape(n, -1, self.hidden_size)
-    cls = self.param("class_embedding", nn.initializers.normal(0.02), (self.hidden_size,))
-    x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (n, 1, self.hidden_size)), x], 1)
-    num_positions = (self.image_size // self.patch_size) ** 2 + 1
-    pos = nn.Embed(num_positions, self.hidden_size, dtype=self.dtype, name="position_embedding")
-    return x + pos(jnp.arange(num_positions)[None])
+from synth_jax.models import weights
+from synth_jax.models.common import ACTIVATIONS, reinit_head
+from synth_jax.models.vit import ViT
 
 
 class CLIPVisionModel(nn.Module):
-  """CLIP image tower; pass `projection_dim` for `CLIPVisionModelWithProjection`.
+  """CLIP image tower (HF config field names); pass `projection_dim` for `CLIPVisionModelWithProjection`.
 
   Call with NHWC float pixels already normalized with the CLIP mean/std. Returns a dict with
   `last_hidden_state` (encoder output, no final norm, like HF), `pooler_output` (post_layernorm of
   the class token), `hidden_states` (input of the encoder and every layer's output) and
-  `image_embeds` when the projection exists.
+  `image_embeds` when the projection exists. The variables are those of `to_vit()` (shared scope).
   """
   hidden_size: int = 768
   intermediate_size: int = 3072
@@ -123,9 +56,9 @@ class CLIPVisionModel(nn.Module):
     """Builds from a transformers config.json dict (`CLIPVisionConfig` or a full `CLIPConfig`)."""
     full = dict(config)
     config = dict(config.get("vision_config") or config)
-    if config.get("hidden_act", "quick_gelu") not in _ACTIVATIONS:
+    if config.get("hidden_act", "quick_gelu") not in ACTIVATIONS:
       raise ConfigError(f"CLIP vision hidden_act {config['hidden_act']!r} is not supported; "
-                        f"use one of {sorted(_ACTIVATIONS)}")
+                        f"use one of {sorted(ACTIVATIONS)}")
     if with_projection is None:
       with_projection = "CLIPVisionModelWithProjection" in config.get("architectures", [])
     proj = config.get("projection_dim", full.get("projection_dim", 512))
@@ -138,21 +71,31 @@ class CLIPVisionModel(nn.Module):
                layer_norm_eps=config.get("layer_norm_eps", 1e-5),
                projection_dim=proj if with_projection else None, dtype=dtype)
 
-  @nn.compact
+  def to_vit(self, **kw) -> ViT:
+    """The same tower as a `ViT` (returns `(image_embeds or pre_logits, out)`); `kw` overrides fields."""
+    fields = dict(num_classes=self.projection_dim or 0, width=self.hidden_size, depth=self.num_hidden_layers,
+                  mlp_dim=self.intermediate_size, num_heads=self.num_attention_heads, patch_size=self.patch_size,
+                  ln_eps=self.layer_norm_eps, mlp_act=self.hidden_act, patch_bias=False, pre_norm=True,
+                  head_bias=False, dtype=self.dtype)
+    return ViT(**{**fields, **kw}, parent=None)  # unbound even when called inside a module method
+
+  def setup(self):
+    self.tower = self.to_vit()
+    nn.share_scope(self, self.tower)  # the ViT's variables sit at the top, not under "tower/"
+
   def __call__(self, pixel_values):
-    x = _Embeddings(self.hidden_size, self.patch_size, self.image_size, self.dtype,
-                    name="embeddings")(jnp.asarray(pixel_values, self.dtype))
-    x = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="pre_layrnorm")(x)
-    hidden_states = _Encoder(self.num_hidden_layers, self.num_attention_heads,
-                             self.intermediate_size, self.hidden_act, self.layer_norm_eps,
-                             self.dtype, name="encoder")(x)
-    x = hidden_states[-1]
-    pooled = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name="post_layernorm")(x[:, 0])
-    out = {"last_hidden_state": x, "pooler_output": pooled, "hidden_states": hidden_states}
+    n, h, w, _ = pixel_values.shape
+    if (h, w) != (self.image_size, self.image_size):
+      raise ConfigError(f"CLIP vision input is {h}x{w} but the model expects "
+                        f"{self.image_size}x{self.image_size}; resize/crop images to that size")
+    embeds, out = self.tower(pixel_values)
+    layers = tuple(out[f"block{i:02d}"] for i in range(self.num_hidden_layers))
+    hidden_states = (out["tokens"],) + layers
+    res = {"last_hidden_state": hidden_states[-1], "pooler_output": out["encoded"][:, 0],
+           "hidden_states": hidden_states}
     if self.projection_dim is not None:
-      out["image_embeds"] = nn.Dense(self.projection_dim, use_bias=False, dtype=self.dtype,
-                                     name="visual_projection")(pooled)
-    return out
+      res["image_embeds"] = embeds
+    return res
 
   def shapes(self) -> dict:
     pixels = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
@@ -162,29 +105,83 @@ class CLIPVisionModel(nn.Module):
     """Random params as numpy (host), same tree as `params_from_hf` returns."""
     pixels = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
     params = jax.jit(self.init)(jax.random.PRNGKey(seed), pixels)["params"]
+    if self.projection_dim is not None:  # the ViT head starts at zero; a projection must not
+      params = reinit_head(params, jax.random.PRNGKey(seed + 1))
     return jax.tree_util.tree_map(np.asarray, params)
 
 
-def _hf_to_flax_key(key: str) -> str:
-  key = key.removeprefix("vision_model.")
-  key = re.sub(r"layers\.(\d+)\.", r"layers_\1.", key).replace(".", "/")
-  if key.endswith("position_embedding/weight"):
-    return key[:-len("weight")] + "embedding"
-  if re.search(r"(layer_norm\d|pre_layrnorm|post_layernorm)/weight$", key):
-    return key[:-len("weight")] + "scale"
-  return key[:-len("weight")] + "kernel" if key.endswith("/weight") else key
+_QKV = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
+
+
+def _to_vit(key: str) -> tuple[str | None, str | None]:
+  """HF CLIP vision tensor name -> (our flat key, layout), or (None, None) for a name no rule knows."""
+  k = key.removeprefix("vision_model.")
+  mod, _, leaf = k.rpartition(".")
+  ln, lin = ("scale" if leaf == "weight" else "bias"), ("kernel" if leaf == "weight" else "bias")
+  top = {"embeddings.class_embedding": ("cls", "token"),
+         "embeddings.position_embedding.weight": ("pos_embedding", "token"),
+         "embeddings.patch_embedding.weight": ("embedding/kernel", "conv"),
+         "visual_projection.weight": ("head/kernel", "linear")}
+  if k in top:
+    return top[k]
+  if mod in ("pre_layrnorm", "post_layernorm") and leaf in ("weight", "bias"):
+    return f"{'pre_norm' if mod == 'pre_layrnorm' else 'Transformer/encoder_norm'}/{ln}", None
+  m = re.fullmatch(r"encoder\.layers\.(\d+)\.(layer_norm[12]|mlp\.fc[12]|self_attn\.\w+)", mod)
+  if not m or leaf not in ("weight", "bias"):
+    return None, None
+  blk, sub = f"Transformer/encoderblock_{m[1]}", m[2]
+  att = f"{blk}/MultiHeadDotProductAttention_0"
+  if sub.startswith("layer_norm"):
+    return f"{blk}/LayerNorm_{int(sub[-1]) - 1}/{ln}", None
+  if sub.startswith("mlp"):
+    return f"{blk}/MlpBlock_0/Dense_{int(sub[-1]) - 1}/{lin}", "linear"
+  proj = sub.removeprefix("self_attn.")
+  if proj in _QKV:
+    return f"{att}/{_QKV[proj]}/{lin}", "split_heads"
+  if proj == "out_proj":
+    return f"{att}/out/{lin}", "merge_heads"
+  return None, None
+
+
+def _relayout(v: np.ndarray, layout: str | None, heads: int) -> np.ndarray:
+  """An HF tensor in our layout; a tensor that cannot be reshaped is kept for merge_strict to name."""
+  try:
+    if layout == "token":  # (D,) class token / (T, D) table -> (1, 1, D) / (1, T, D)
+      return v.reshape(1, -1, v.shape[-1])
+    if layout == "conv":
+      return weights.conv_kernel(v)
+    if v.ndim == 2 and layout == "linear":
+      return weights.linear_kernel(v)
+    if layout == "split_heads":  # (H*hd, D) -> (D, H, hd); bias (H*hd,) -> (H, hd)
+      return v.T.reshape(v.shape[1], heads, -1) if v.ndim == 2 else v.reshape(heads, -1)
+    if layout == "merge_heads" and v.ndim == 2:  # (D, H*hd) -> (H, hd, D)
+      return v.T.reshape(heads, -1, v.shape[0])
+  except ValueError:
+    pass
+  return v
+
+
+def hf_names(model: CLIPVisionModel) -> list[str]:
+  """Every tensor name of the HF `CLIPVisionModel(WithProjection)` state dict that `model` loads."""
+  names = ["embeddings.class_embedding", "embeddings.position_embedding.weight", "embeddings.patch_embedding.weight"]
+  subs = ["layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2", *(f"self_attn.{p}" for p in (*_QKV, "out_proj"))]
+  mods = ["pre_layrnorm", "post_layernorm"] + [f"encoder.layers.{i}.{s}" for i in range(model.num_hidden_layers)
+                                               for s in subs]
+  names += [f"{m}.{leaf}" for m in mods for leaf in ("weight", "bias")]
+  names = [f"vision_model.{n}" for n in names]
+  return names + (["visual_projection.weight"] if model.projection_dim is not None else [])
 
 
 def params_from_hf(state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any] | CLIPVisionModel,
                    source: str = "CLIP vision encoder", dtype=None) -> dict:
-  """HF state dict (with or without `vision_model.`) -> our numpy param tree, strictly checked."""
+  """HF state dict (with or without `vision_model.`) -> our numpy ViT param tree, strictly checked."""
   model = config if isinstance(config, CLIPVisionModel) else CLIPVisionModel.from_config(config)
   flat = {}
   for k, v in state_dict.items():
     if k.endswith("position_ids"):  # a buffer some transformers versions saved; not a weight
       continue
-    v, fk = np.asarray(v), _hf_to_flax_key(k)
-    if fk.endswith("kernel"):
-      v = weights.conv_kernel(v) if v.ndim == 4 else weights.linear_kernel(v)
-    flat[fk] = v
-  return weights.merge_strict(model.shapes(), flat, source, dtype=dtype or np.float32)
+    ours, layout = _to_vit(k)
+    flat[ours or k] = _relayout(np.asarray(v), layout, model.num_attention_heads)  # unknown: keeps its HF name
+  theirs = {_to_vit(n)[0]: n for n in hf_names(model)}
+  return weights.merge_strict(model.shapes(), flat, source, dtype=dtype or np.float32,
+                              describe=lambda k: f"{k} (HF {theirs.get(k, '?')})")

@@ -20,6 +20,14 @@ from synth_jax.models.norm import expand_to_domains
 
 HEAD = "params/head/"
 
+# Hugging Face `hidden_act` names -> functions; shared by ViT (CLIP's image tower) and the CLIP text tower.
+ACTIVATIONS = {
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # HF "gelu" is the exact erf form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
 
 def abstract_variables(model, image_size: int) -> dict:
   """ShapeDtypeStructs of every variable collection, without running the init."""
@@ -72,28 +80,43 @@ def reinit_head(params: Mapping, rng, num_classes: int | None = None, zero: bool
     lim = 1.0 / np.sqrt(fan_in)
     kernel = jax.random.uniform(rng, (fan_in, n), jnp.float32, -lim, lim).astype(dtype)
   out = dict(params)
-  out["head"] = {"kernel": kernel, "bias": jnp.zeros((n,), head["bias"].dtype)}
+  out["head"] = {"kernel": kernel}
+  if "bias" in head:  # CLIP's projection head has none
+    out["head"]["bias"] = jnp.zeros((n,), head["bias"].dtype)
   return out
 
 
-# (path regex, ndim) -> logical names. First match wins.
+# (path regex, ndim) -> logical names. First match wins; a tensor no rule covers gets all-None
+# (replicated) names, and tests/models/test_sharding.py checks that no model has one.
 _RULES = (
-    (r".*head/kernel", 2, ("embed", "classes")),
+    (r"(.*/)?head/kernel", 2, ("embed", "classes")),
+    (r"(.*/)?head/bias", 1, ("classes",)),
     (r".*(Dense_0|fc1)/kernel", 2, ("embed", "mlp")),
+    (r".*(Dense_0|fc1)/bias", 1, ("mlp",)),
     (r".*(Dense_1|fc2)/kernel", 2, ("mlp", "embed")),
     (r".*/out/kernel", 3, ("heads", "head_dim", "embed")),
     (r".*/(query|key|value)/kernel", 3, ("embed", "heads", "head_dim")),
     (r".*/(query|key|value)/bias", 2, ("heads", "head_dim")),
+    # CLIP text tower (HF layout): fused-head 2-D projections, their (H*hd) side named "heads".
+    (r".*/(q_proj|k_proj|v_proj)/kernel", 2, ("embed", "heads")),
+    (r".*/(q_proj|k_proj|v_proj)/bias", 1, ("heads",)),
+    (r".*/out_proj/kernel", 2, ("heads", "embed")),
+    (r".*token_embedding/embedding", 2, ("vocab", "embed")),
+    (r".*position_embedding/embedding", 2, ("seq", "embed")),
+    (r"(.*/)?text_projection/kernel", 2, ("embed", "proj")),
     (r".*kernel", 4, ("conv_h", "conv_w", "conv_in", "conv_out")),
     (r".*pos_embedding", 3, (None, "seq", "embed")),
-    (r".*cls", 3, (None, None, "embed")),
-    (r".*", 2, ("domain", "embed")),  # per-domain norm tables (D, C)
-    (r".*", 1, ("embed",)),
+    (r"(.*/)?cls", 3, (None, None, "embed")),
+    (r".*/(scale|bias|mean|var)", 2, ("domain", "embed")),  # per-domain norm tables (D, C)
+    (r".*", 1, ("embed",)),  # norms, BN statistics, remaining biases: the channel dim
 )
 
 
 def logical_axes(tree: Mapping) -> dict:
-  """A tree of tuples of logical axis names, one per dimension, matching `tree` (params or stats)."""
+  """A tree of tuples of logical axis names, one per dimension, matching `tree` (params or stats).
+
+  Covers ResNet, ViT (CLIP's image tower included) and the CLIP text tower.
+  """
   flat = weights.flatten(tree)
   out = {}
   for k, v in flat.items():

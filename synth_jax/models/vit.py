@@ -3,8 +3,12 @@
 Semantics follow timm / the original vision_transformer code: a class token, a learned position
 embedding that covers the class token too (`pos_embedding` is (1, 1 + h*w, D), so timm, HF and the
 augreg .npz files load without re-mixing), pre-norm blocks with exact GELU, the class token's final
-LayerNorm output as `pre_logits`. Returns `(logits, out)` with stem, block{i}, encoded, pre_logits,
-logits.
+LayerNorm output as `pre_logits`. Returns `(logits, out)` with stem, tokens (the encoder's input),
+block{i}, encoded, pre_logits, logits.
+
+CLIP's image tower is this ViT with four options (see `clip_vision`): `patch_bias=False`,
+`pre_norm=True` (a LayerNorm on the tokens before the encoder), `mlp_act="quick_gelu"` (OpenAI) and
+`head_bias=False` (the head is CLIP's visual projection).
 
 With `domains=("real", "synthetic")` and `separate_affine=True` every LayerNorm has one affine pair
 per domain (the ViT analogue of auxiliary BN); ViT has no running statistics, so with shared affine
@@ -24,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from synth_jax.errors import ConfigError
+from synth_jax.models.common import ACTIVATIONS
 from synth_jax.models.norm import DomainLayerNorm, check_domains
 
 # name -> (width, depth, mlp_dim, heads)
@@ -64,6 +69,7 @@ class EncoderBlock(nn.Module):
   norm: Any
   dtype: Any
   param_dtype: Any
+  mlp_act: str = "gelu"
 
   @nn.compact
   def __call__(self, x, *, domain):
@@ -72,17 +78,18 @@ class EncoderBlock(nn.Module):
     y = self.norm(name="LayerNorm_0")(x, domain=domain)
     x = x + Attention(self.num_heads, self.dtype, self.param_dtype, name="MultiHeadDotProductAttention_0")(y)
     y = self.norm(name="LayerNorm_1")(x, domain=domain)
-    y = _Mlp(self.mlp_dim, dense, name="MlpBlock_0")(y)
+    y = _Mlp(self.mlp_dim, dense, self.mlp_act, name="MlpBlock_0")(y)
     return x + y
 
 
 class _Mlp(nn.Module):
   mlp_dim: int
   dense: Any
+  act: str
 
   @nn.compact
   def __call__(self, x):
-    y = nn.gelu(self.dense(self.mlp_dim, name="Dense_0")(x), approximate=False)
+    y = ACTIVATIONS[self.act](self.dense(self.mlp_dim, name="Dense_0")(x))
     return self.dense(x.shape[-1], name="Dense_1")(y)
 
 
@@ -93,13 +100,14 @@ class Encoder(nn.Module):
   norm: Any
   dtype: Any
   param_dtype: Any
+  mlp_act: str = "gelu"
 
   @nn.compact
   def __call__(self, x, *, domain):
     out = {}
     for i in range(self.depth):
       x = out[f"block{i:02d}"] = EncoderBlock(self.num_heads, self.mlp_dim, self.norm, self.dtype, self.param_dtype,
-                                              name=f"encoderblock_{i}")(x, domain=domain)
+                                              self.mlp_act, name=f"encoderblock_{i}")(x, domain=domain)
     return self.norm(name="encoder_norm")(x, domain=domain), out
 
 
@@ -111,7 +119,11 @@ class ViT(nn.Module):
     num_classes: head size; 0 = no head.
     domains: domain names; domain 0 is used at eval.
     separate_affine: per-domain LayerNorm scale/bias.
-    ln_eps: LayerNorm epsilon (timm/big_vision 1e-6; HF ViT 1e-12, taken from its config).
+    ln_eps: LayerNorm epsilon (timm/big_vision 1e-6; HF ViT 1e-12, taken from its config; CLIP 1e-5).
+    mlp_act: MLP activation, a key of `common.ACTIVATIONS` ("gelu" is exact; CLIP uses "quick_gelu").
+    patch_bias: bias on the patch embedding conv (CLIP has none).
+    pre_norm: a LayerNorm ("pre_norm") on the tokens before the encoder (CLIP's `ln_pre`).
+    head_bias: bias on the head (CLIP's visual projection has none).
     dtype / param_dtype: compute and parameter dtypes.
   """
   variant: str = "B/16"
@@ -124,6 +136,10 @@ class ViT(nn.Module):
   mlp_dim: int | None = None
   num_heads: int | None = None
   patch_size: int | None = None
+  mlp_act: str = "gelu"
+  patch_bias: bool = True
+  pre_norm: bool = False
+  head_bias: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -136,26 +152,31 @@ class ViT(nn.Module):
   def __call__(self, image, *, train: bool = False, domain: Any = None):
     del train  # no dropout / stochastic depth (yet); kept for a uniform model signature
     width, depth, mlp_dim, heads, patch = self.dims()
+    if self.mlp_act not in ACTIVATIONS:
+      raise ConfigError(f"ViT mlp_act {self.mlp_act!r} is unknown; use one of {sorted(ACTIVATIONS)}")
     norm = functools.partial(DomainLayerNorm, num_domains=len(check_domains(self.domains)),
                              separate_affine=self.separate_affine, epsilon=self.ln_eps, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     out = {}
     x = jnp.asarray(image, self.dtype)
-    x = out["stem"] = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID", dtype=self.dtype,
-                              param_dtype=self.param_dtype, name="embedding")(x)
+    x = out["stem"] = nn.Conv(width, (patch, patch), strides=(patch, patch), padding="VALID", use_bias=self.patch_bias,
+                              dtype=self.dtype, param_dtype=self.param_dtype, name="embedding")(x)
     n, h, w, c = x.shape
     x = jnp.reshape(x, (n, h * w, c))
     cls = self.param("cls", nn.initializers.normal(1e-6), (1, 1, c), self.param_dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (n, 1, c)), x], axis=1)
     pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + h * w, c), self.param_dtype)
     x = x + pos.astype(self.dtype)
-    x, blocks = Encoder(depth, heads, mlp_dim, norm, self.dtype, self.param_dtype, name="Transformer")(
+    if self.pre_norm:
+      x = norm(name="pre_norm")(x, domain=domain)
+    out["tokens"] = x
+    x, blocks = Encoder(depth, heads, mlp_dim, norm, self.dtype, self.param_dtype, self.mlp_act, name="Transformer")(
         x, domain=domain)
     out.update(blocks)
     out["encoded"] = x
     x = out["pre_logits"] = x[:, 0].astype(jnp.float32)
     if self.num_classes:
-      x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+      x = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                    kernel_init=nn.initializers.zeros, name="head")(x.astype(self.dtype))
     x = out["logits"] = x.astype(jnp.float32)
     return x, out

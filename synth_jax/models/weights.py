@@ -138,19 +138,21 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
 
 
 def merge_strict(target: Mapping[str, Any], loaded: Mapping[str, np.ndarray], source: str,
-                 dont_load: tuple[str, ...] = (), dtype=None) -> dict:
+                 dont_load: tuple[str, ...] = (), dtype=None, describe=None) -> dict:
   """Fills the tree `target` (arrays or ShapeDtypeStructs) from flat `loaded` ('a/b/kernel' keys).
 
   Every target leaf must be present with the same shape, and every loaded tensor used, except
   paths matching a `dont_load` regex (those keep the target's value). Raises WeightsError listing
-  all problems at once.
+  all problems at once; `describe(key)` renders a missing or mis-shaped target key in the message
+  (e.g. with the checkpoint's own name beside ours).
   """
   import re
   flat_target = flatten(target)
   skip = lambda k: any(re.fullmatch(p, k) or re.match(p, k) for p in dont_load)  # noqa: E731
-  missing = [k for k in flat_target if k not in loaded and not skip(k)]
+  describe = describe or (lambda k: k)
+  missing = [describe(k) for k in flat_target if k not in loaded and not skip(k)]
   unexpected = [k for k in loaded if k not in flat_target and not skip(k)]
-  bad_shape = [f"{k}: file {tuple(loaded[k].shape)} vs model {tuple(flat_target[k].shape)}"
+  bad_shape = [f"{describe(k)}: file {tuple(loaded[k].shape)} vs model {tuple(flat_target[k].shape)}"
                for k in flat_target if k in loaded and not skip(k)
                and tuple(loaded[k].shape) != tuple(flat_target[k].shape)]
   if missing or unexpected or bad_shape:
