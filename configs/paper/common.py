@@ -32,8 +32,8 @@ def base(arg=None):
   return _load(os.path.join(HERE, "..", "train", "base.py"), "synth_jax_config_train_base").get_config(arg)
 
 
-def paper_config(arg, *, title, axes, numbers, synthetic="runs/synthetic/{dataset}", workdir="runs/paper",
-                 manual_dir="~/downloads/{dataset}"):
+def paper_config(arg, *, title, axes, numbers, synthetic="runs/synthetic/{dataset}",
+                 workdir="runs/paper", manual_dir="~/downloads/{dataset}"):
   """base(arg) + the sweep (axes as 'key=v1,v2' strings) + paper numbers keyed by cell."""
   c = base(arg)
   c.workdir = workdir

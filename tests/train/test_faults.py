@@ -1,4 +1,5 @@
 """Resume, preemption and failure: kill -9 / SIGTERM + rerun == uninterrupted; NaN stops cleanly."""
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,10 @@ def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
   ref_step, _, want = _final_params(tmp_path / "ref")
   assert step == ref_step == 8 and meta["stage"] == 1 and meta["stage_done"]
   _assert_same(got, want)
+  # The last run trained only part of stage 1; results.json still reports both stages.
+  results = [json.load(open(tmp_path / d / "results.json")) for d in ("killed", "ref")]
+  assert [s["stage"] for s in results[0]["stages"]] == [0, 1]
+  assert results[0]["stages"] == results[1]["stages"]
 
 
 class _Killed(BaseException):
