@@ -79,3 +79,15 @@ def openclip_checkpoint(folder: str, seed: int = 0):
 def random_images(seed: int, shapes) -> list[np.ndarray]:
   rng = np.random.default_rng(seed)
   return [rng.integers(0, 256, size=(*s, 3), dtype=np.uint8) for s in shapes]
+
+
+def openclip_max_diffs(clip, model, images, texts) -> tuple[float, float]:
+  """(image, text) max abs differences of our normalised embeddings vs an open_clip model's."""
+  import open_clip
+  import torch
+  pixels = clip.pixels(images)
+  with torch.no_grad():
+    ref_img = model.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2)), normalize=True)
+    ref_txt = model.encode_text(open_clip.tokenize(texts), normalize=True)
+  return (float(np.abs(clip.embed_images(images) - ref_img.numpy()).max()),
+          float(np.abs(clip.embed_text(texts) - ref_txt.numpy()).max()))

@@ -57,17 +57,10 @@ def test_preprocess_matches_clip_image_processor_pil(hf_folder, hf_clip):
 
 
 def test_openclip_embeddings_match_open_clip(tmp_path):
-  import open_clip
-  import torch
   model, path, config = helpers.openclip_checkpoint(str(tmp_path))
   clip = clip_lib.load_clip(path, model_config=config, batch_size=8)
   images = helpers.random_images(3, [(32, 32)] * 3 + [(48, 64)])
-  pixels = clip.pixels(images)
-  with torch.no_grad():
-    ref_img = model.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2)), normalize=True)
-    ref_txt = model.encode_text(open_clip.tokenize(helpers.TEXTS), normalize=True)
-  image_diff = np.abs(clip.embed_images(images) - ref_img.numpy()).max()
-  text_diff = np.abs(clip.embed_text(helpers.TEXTS) - ref_txt.numpy()).max()
+  image_diff, text_diff = helpers.openclip_max_diffs(clip, model, images, helpers.TEXTS)
   print(f"OpenCLIP parity: text max-abs {text_diff:.2e}, image max-abs {image_diff:.2e}")
   assert text_diff <= 1e-4 and image_diff <= 1e-4
   assert clip.logit_scale == pytest.approx(50.0, rel=1e-5)

@@ -3,7 +3,6 @@ open_clip.add_model_config; embeddings vs the model open_clip itself builds from
 import json
 import os
 
-import numpy as np
 import pytest
 
 from synth_jax.errors import ConfigError
@@ -32,16 +31,10 @@ def registered(tmp_path, monkeypatch):
 
 def test_openclip_by_model_name_matches_open_clip(registered):
   import open_clip
-  import torch
   ref = open_clip.create_model(NAME, pretrained=registered).eval()  # open_clip's own name lookup
   clip = clip_lib.load_clip(registered, model_name=NAME, batch_size=8)
   images = helpers.random_images(5, [(32, 32)] * 2 + [(40, 56)])
-  pixels = clip.pixels(images)
-  with torch.no_grad():
-    ref_img = ref.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2)), normalize=True)
-    ref_txt = ref.encode_text(open_clip.tokenize(helpers.TEXTS), normalize=True)
-  image_diff = np.abs(clip.embed_images(images) - ref_img.numpy()).max()
-  text_diff = np.abs(clip.embed_text(helpers.TEXTS) - ref_txt.numpy()).max()
+  image_diff, text_diff = helpers.openclip_max_diffs(clip, ref, images, helpers.TEXTS)
   print(f"OpenCLIP by model_name: text max-abs {text_diff:.2e}, image max-abs {image_diff:.2e}")
   assert text_diff <= 1e-4 and image_diff <= 1e-4
   with pytest.raises(ConfigError, match=r"no model config 'synthjax-tiny-ViT-9'"):

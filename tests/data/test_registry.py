@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synth_jax.data import manual, registry, sources
+from synth_jax.data import manual, registry
 from synth_jax.errors import DataError
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from synth_jax.data import pipeline, sources, synthetic, writer as writer_lib
+from synth_jax.data import pipeline, synthetic, writer as writer_lib
 from synth_jax.errors import DataError
 
 REAL = ["cat", "dog", "sea turtle"]

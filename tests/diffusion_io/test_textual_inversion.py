@@ -1,7 +1,6 @@
 """Textual inversion files: ours load in diffusers (and theirs in ours) with equal text features."""
 import os
 
-import jax
 import numpy as np
 import pytest
 

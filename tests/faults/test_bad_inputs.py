@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from synth_jax import io, sharding
-from synth_jax.errors import IntegrityError, MeshError, RunDirError, WeightsError
+from synth_jax.errors import IntegrityError, MeshError, WeightsError
 from synth_jax.models import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

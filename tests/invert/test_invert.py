@@ -45,7 +45,6 @@ def _inverter(cfg):
 
 @pytest.mark.slow
 def test_only_the_token_row_trains_and_export_loads_in_diffusers(setup, tmp_path):
-  import torch
   root, pt, data = setup
   cfg = _config(root, data, tmp_path / "w")
   original = loading.load_pipeline(cfg.model_path, dtype=jnp.float32).params

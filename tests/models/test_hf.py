@@ -1,5 +1,4 @@
 """Hugging Face ResNetModel / ViTModel folders vs transformers (random tiny configs, save_pretrained)."""
-import jax
 import numpy as np
 import pytest
 
