@@ -34,6 +34,8 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
   settings = {k: config.get(k) for k in PLAN_KEYS}
   for k in ("model_path", "style_token_path"):  # the same folder named from another cwd
     settings[k] = os.path.abspath(os.path.expanduser(settings[k])) if settings[k] else ""
+  if config.get("single_file_config"):  # recorded only when set, so older plans still match
+    settings["single_file_config"] = os.path.abspath(os.path.expanduser(config.single_file_config))
   settings = json.loads(json.dumps(settings, default=lambda v: v.to_dict() if hasattr(
       v, "to_dict") else str(v), sort_keys=True))
   blob = json.dumps([names, [(it["label"], it["prompt"], it["seed"]) for it in items]])
@@ -45,7 +47,8 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
       old = json.load(f)
     if old == plan:
       return
-    changed = [k for k in PLAN_KEYS if old.get("settings", {}).get(k) != settings[k]]
+    keys = sorted(set(settings) | set(old.get("settings", {})))
+    changed = [k for k in keys if old.get("settings", {}).get(k) != settings.get(k)]
     what = (f"settings {changed}" if changed else "images (seed, classes, prompts, "
             f"prompt_weights or images_per_class; {old.get('num_images')} -> {len(items)} images)")
     raise ConfigError(f"{workdir} was generated with different {what}; use a new --config.workdir "

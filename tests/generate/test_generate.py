@@ -103,6 +103,9 @@ def test_rerun_with_other_settings_is_refused_not_mixed(tmp_path):
     _run(_config(work, "images_per_shard=8", "seed=1"))
   with pytest.raises(ConfigError, match=r"15 -> 18 images"):
     _run(_config(work, "images_per_shard=8", "images_per_class=6"))
+  # the architecture folder of a single-file checkpoint can change the images too
+  with pytest.raises(ConfigError, match=r"different settings \['single_file_config'\]"):
+    _run(_config(work, "images_per_shard=8", f"single_file_config={tmp_path}"))
 
 
 def test_same_images_for_any_batch_size(tmp_path):
