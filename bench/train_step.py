@@ -127,10 +127,13 @@ def main():
     if args.torch != "none":
       try:
         r["torch_eager"] = bench_torch(name, args, compile_it=False)
-        if args.torch == "auto":
-          r["torch_compile"] = bench_torch(name, args, compile_it=True)
       except ImportError as e:  # torch/torchvision/timm absent: Flax figures only
         r["torch_error"] = str(e)
+      if args.torch == "auto" and "torch_eager" in r:
+        try:
+          r["torch_compile"] = bench_torch(name, args, compile_it=True)
+        except Exception as e:  # inductor needs a compiler toolchain; keep the other figures
+          r["torch_compile_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
     result["models"][name] = r
   print(json.dumps(result))
 
