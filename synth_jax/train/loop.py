@@ -4,8 +4,9 @@ Checkpoints (orbax CheckpointManager under `<workdir>/checkpoints`) are numbered
 step (the sum over stages) and hold three items: `state` (step, params, batch_stats, opt_state),
 `meta` (stage index, steps done in it, whether the stage finished, the earlier stages' records
 for results.json) and `data` (the grain iterator's state). A stage saves every `checkpoint_every`
-steps, at its end, and when SIGTERM arrives (`runs.should_stop()` -> save -> `runs.Preempted`). A checkpoint is never written from
-non-finite parameters, so after a TrainingError the latest checkpoint is the last good one.
+steps, at its end, and when SIGTERM arrives (`runs.should_stop()` -> save -> `runs.Preempted`).
+A checkpoint is never written from non-finite parameters, so after a TrainingError the latest
+checkpoint is the last good one.
 Every saved file's size and sha256 are recorded and checked before a restore (`integrity`).
 """
 from __future__ import annotations
