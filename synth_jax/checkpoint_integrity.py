@@ -14,7 +14,7 @@ import os
 
 import jax
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import IntegrityError
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ def record(mngr, step: int) -> None:
     for name in sorted(names):
       path = os.path.join(dirpath, name)
       files[os.path.relpath(path, step_dir)] = {"size": os.path.getsize(path),
-                                                "sha256": io.sha256_file(path)}
+                                                "sha256": files.sha256_file(path)}
   keep = {str(s) for s in mngr.all_steps()} | {str(step)}
   manifest = {k: v for k, v in _read(manifest_path).items() if k in keep}
   manifest[str(step)] = files
-  io.write_json(manifest_path, manifest)
+  files.write_json(manifest_path, manifest)
 
 
 def verify(mngr, step: int) -> None:
@@ -68,7 +68,7 @@ def verify(mngr, step: int) -> None:
     if size != entry["size"]:
       raise IntegrityError(f"checkpoint file {path} has {size} bytes, {entry['size']} were "
                            f"written (truncated or altered); {fix}")
-    if io.sha256_file(path) != entry["sha256"]:
+    if files.sha256_file(path) != entry["sha256"]:
       raise IntegrityError(f"checkpoint file {path} does not match its sha256 in {MANIFEST} "
                            f"(altered or corrupt); {fix}")
 

@@ -150,9 +150,9 @@ def to_dict(config: ConfigDict) -> dict:
 
 def save_config(config: ConfigDict, run_dir: str) -> str:
   """Writes the fully resolved config as `run_dir/config.json` (atomically)."""
-  from synth_jax import io
+  from synth_jax import files
   path = os.path.join(run_dir, "config.json")
-  io.write_json(path, to_dict(config))
+  files.write_json(path, to_dict(config))
   return path
 
 

@@ -20,7 +20,7 @@ import shutil
 import ml_collections
 
 from synth_jax import config as config_lib
-from synth_jax import io
+from synth_jax import files
 from synth_jax import runs
 from synth_jax.errors import ConfigError
 
@@ -114,23 +114,23 @@ def _report(workdir: str, results: dict[str, dict], untrained: bool) -> str:
     lines += ["", "The generator was a tiny untrained Stable Diffusion: synthetic images are "
               "noise, so these numbers only show the pipeline runs end to end."]
   text = "\n".join(lines) + "\n"
-  io.write_text(os.path.join(workdir, "results.md"), text)
-  io.write_json(os.path.join(workdir, "results.json"),
+  files.write_text(os.path.join(workdir, "results.md"), text)
+  files.write_json(os.path.join(workdir, "results.json"),
                 {m: {k: r[k] for k in ("top1", "top5", "mean_per_class")} for m, r in results.items()})
   try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import io as _io
+    import io
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar(list(results), [100 * r["top1"] for r in results.values()], color="#4477aa")
     ax.set_ylabel("test top-1 %")
     ax.set_title("digits, 10-shot")
     fig.tight_layout()
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    io.write_bytes(os.path.join(workdir, "accuracy.png"), buf.getvalue())
+    files.write_bytes(os.path.join(workdir, "accuracy.png"), buf.getvalue())
   except ImportError:
     log.info("matplotlib is not installed: no accuracy.png")
   return text

@@ -10,7 +10,7 @@ import threading
 from typing import Any, Callable, Iterable, Iterator
 
 from synth_jax import config as config_lib
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import ConfigError, RunDirError, SynthJaxError
 
 _stop = threading.Event()
@@ -53,12 +53,12 @@ def workdir(config) -> str:
 def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
   """config -> run dir (locked, config.json written) -> stage function, with SIGTERM handled."""
   run_dir = workdir(config)
-  with io.run_lock(run_dir), preemption_handler():
+  with files.run_lock(run_dir), preemption_handler():
     names = ["config.json"] + ([f"config.{stage}.json"] if stage != "config" else [])
     previous = {n: _read_bytes(os.path.join(run_dir, n)) for n in names}
     config_lib.save_config(config, run_dir)
     if stage != "config":
-      io.write_json(os.path.join(run_dir, f"config.{stage}.json"), config_lib.to_dict(config))
+      files.write_json(os.path.join(run_dir, f"config.{stage}.json"), config_lib.to_dict(config))
     try:
       return fn(config)
     except (ConfigError, RunDirError):
@@ -67,7 +67,7 @@ def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
       # NaN loss, keep the new record: its checkpoints were written with it.)
       for n, data in previous.items():
         if data is not None:
-          io.write_bytes(os.path.join(run_dir, n), data)
+          files.write_bytes(os.path.join(run_dir, n), data)
       raise
 
 

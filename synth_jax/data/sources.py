@@ -75,13 +75,13 @@ _HASH_BYTES = 1 << 30
 
 def _verify_shards(directory: str, name: str, splits: Sequence[str]) -> None:
   """Names a truncated or altered shard of `splits` (from the writer's manifest.json) on open."""
-  from synth_jax import io
-  manifest = io.read_manifest(directory)
+  from synth_jax import files
+  manifest = files.read_manifest(directory)
   files = sorted(f for f in manifest
                  if any(f.startswith(f"{name}-{s}.array_record-") for s in splits))
   check_hash = sum(manifest[f]["size"] for f in files) <= _HASH_BYTES
   for f in files:
-    io.verify_file(directory, f, check_hash=check_hash)
+    files.verify_file(directory, f, check_hash=check_hash)
 
 
 def open_split(dataset: str, split: str, data_dir: str | None = None,

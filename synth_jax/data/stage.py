@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from synth_jax import io, runs
+from synth_jax import files, runs
 from synth_jax.data import folder
 from synth_jax.errors import ConfigError
 
@@ -48,7 +48,7 @@ def data(config) -> str:
   report = folder.import_images(splits, names, data_dir, name, encoding=cfg.get("encoding", "jpeg"),
                                 shard_size=int(cfg.get("shard_size", 1000)),
                                 resize_shorter=int(cfg.get("resize_shorter", 0) or 0))
-  io.write_json(os.path.join(workdir, "data_import.json"),
+  files.write_json(os.path.join(workdir, "data_import.json"),
                 {"dataset_dir": report.dataset_dir, "classes": names, "counts": report.counts,
                  "skipped_corrupt": report.corrupt})
   log.info("imported %s: %s (%d corrupt skipped) -> %s", name, report.counts, len(report.corrupt),

@@ -28,14 +28,14 @@ each other's entries; such a shard is rewritten on the next run, and `finalize` 
 from __future__ import annotations
 
 import contextlib
-import io as _io
+import io
 import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import DataError, IntegrityError
 
 VERSION = "1.0.0"
@@ -90,7 +90,7 @@ def encode_image(image, encoding: str = "png", quality: int = 95, channels: int 
   mode = "RGB" if channels == 3 else "L"
   if pil.mode != mode:
     pil = pil.convert(mode)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   if encoding == "jpeg":
     pil.save(buf, format="JPEG", quality=quality)
   else:
@@ -126,10 +126,10 @@ class DatasetWriter:
       if isinstance(feat, tfds.features.Image) and key in ex:
         value = ex[key]
         if isinstance(value, (bytes, bytearray)):
-          ex[key] = _io.BytesIO(bytes(value))
+          ex[key] = io.BytesIO(bytes(value))
         elif not isinstance(value, (str, os.PathLike)):
           channels = feat.shape[-1] if feat.shape[-1] in (1, 3) else 3
-          ex[key] = _io.BytesIO(encode_image(value, feat.encoding_format or "png",
+          ex[key] = io.BytesIO(encode_image(value, feat.encoding_format or "png",
                                              self.jpeg_quality, channels))
     raw = self.features.serialize_example(self.features.encode_example(ex))
     # tf.train.Example holds a protobuf map, serialized in hash order that changes from process to
@@ -145,10 +145,10 @@ class DatasetWriter:
   def shard_complete(self, split: str, index: int, num_shards: int) -> bool:
     """True if the shard exists, is in manifest.json and matches its recorded size and hash."""
     filename = shard_name(self.name, split, index, num_shards)
-    if filename not in io.read_manifest(self.dataset_dir):
+    if filename not in files.read_manifest(self.dataset_dir):
       return False  # absent, or renamed but never recorded (crash in between): rewrite it
     try:
-      io.verify_file(self.dataset_dir, filename)
+      files.verify_file(self.dataset_dir, filename)
     except IntegrityError:
       return False
     return True
@@ -177,7 +177,7 @@ class DatasetWriter:
       with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
       raise
-    io.record_file(self.dataset_dir, os.path.basename(path))
+    files.record_file(self.dataset_dir, os.path.basename(path))
     return path
 
   def _split_shards(self, split: str) -> tuple[int, list[str]]:
@@ -212,12 +212,12 @@ class DatasetWriter:
     for split in splits:
       _, files = self._split_shards(split)
       lengths, nbytes = [], 0
-      recorded = io.read_manifest(self.dataset_dir)
+      recorded = files.read_manifest(self.dataset_dir)
       for filename in files:
         if filename not in recorded:
           raise DataError(f"shard {filename} in {self.dataset_dir} is not in manifest.json "
                           "(interrupted or concurrent write); rerun the job to rewrite it")
-        io.verify_file(self.dataset_dir, filename)
+        files.verify_file(self.dataset_dir, filename)
         path = os.path.join(self.dataset_dir, filename)
         reader = ArrayRecordReader(path)
         lengths.append(int(reader.num_records()))

@@ -3,14 +3,14 @@ contact sheets after the shards."""
 from __future__ import annotations
 
 import hashlib
-import io as _io
+import io
 import json
 import logging
 import math
 import os
 import time
 
-from synth_jax import io, runs
+from synth_jax import files, runs
 from synth_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
             f"prompt_weights or images_per_class; {old.get('num_images')} -> {len(items)} images)")
     raise ConfigError(f"{workdir} was generated with different {what}; use a new --config.workdir "
                       f"(or delete {path} and the synthetic/ folder to start over)")
-  io.write_json(path, plan)
+  files.write_json(path, plan)
 
 
 def wait_for_shards(w, split: str, num_shards: int) -> None:
@@ -68,14 +68,14 @@ def wait_for_shards(w, split: str, num_shards: int) -> None:
   from synth_jax.data import writer
   names = [writer.shard_name(w.name, split, k, num_shards) for k in range(num_shards)]
   while True:
-    recorded = io.read_manifest(w.dataset_dir)
+    recorded = files.read_manifest(w.dataset_dir)
     for name in (n for n in names if n not in recorded):
       path = os.path.join(w.dataset_dir, name)
       if os.path.exists(path) and time.time() - os.path.getmtime(path) > STALE_S:
         log.warning("%s is complete but not in manifest.json (concurrent write); recording it",
                     name)
-        io.record_file(w.dataset_dir, name)
-    missing = [n for n in names if n not in io.read_manifest(w.dataset_dir)]
+        files.record_file(w.dataset_dir, name)
+    missing = [n for n in names if n not in files.read_manifest(w.dataset_dir)]
     if not missing:
       return
     if runs.should_stop():
@@ -98,16 +98,16 @@ def write_contact_sheets(dataset: str, out_dir: str, items: list[dict],
       first[it["class_name"]].append(pos)
   paths = []
   for name, positions in first.items():
-    tiles = [Image.open(_io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
+    tiles = [Image.open(io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
     w, h = tiles[0].size
     cols = min(4, len(tiles))
     sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
     for i, tile in enumerate(tiles):
       sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
     path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
-    io.write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
     paths.append(path)
   return paths

@@ -16,7 +16,7 @@ layout) and a preview contact sheet.
 """
 from __future__ import annotations
 
-import io as _io
+import io
 import logging
 import os
 import re
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, io, runs, sharding
+from synth_jax import faults, files, runs, sharding
 from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
@@ -210,7 +210,7 @@ def invert(config) -> str:
     faults.point("invert_step")
   bar.close()
   vectors = np.asarray(jax.device_get(emb), np.float32)
-  io.write_json(os.path.join(workdir, "invert_log.json"),
+  files.write_json(os.path.join(workdir, "invert_log.json"),
                 {"tokens": inv.tokens, "steps": total, "last_losses": losses[-50:],
                  "init_words": config.init_word})
   if int(config.preview_images) > 0:
@@ -219,7 +219,7 @@ def invert(config) -> str:
     for i, (name, tok) in enumerate(zip(inv.data.class_names, inv.tokens)):
       textual_inversion.save_learned_embeds(
           os.path.join(workdir, "per_class", f"{i:04d}.safetensors"), {tok: vectors[i]})
-    io.write_json(os.path.join(workdir, "per_class", "tokens.json"),
+    files.write_json(os.path.join(workdir, "per_class", "tokens.json"),
                   {name: tok for name, tok in zip(inv.data.class_names, inv.tokens)})
   # learned_embeds.safetensors is written last (the completion marker). For per_class runs it
   # holds every token as a record; generation loads the per_class/ folder instead
@@ -249,7 +249,7 @@ def _preview(config, workdir: str, tokens: list[str], vectors: np.ndarray) -> No
   sheet = Image.new("RGB", (cols * w, -(-n // cols) * h))
   for i, im in enumerate(images):
     sheet.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   sheet.save(buf, format="PNG")
-  io.write_bytes(os.path.join(workdir, "preview_contact_sheet.png"), buf.getvalue())
+  files.write_bytes(os.path.join(workdir, "preview_contact_sheet.png"), buf.getvalue())
 

@@ -8,7 +8,7 @@ SeedSequence([seed, s]) alone.
 from __future__ import annotations
 
 import dataclasses
-import io as _io
+import io
 import json
 import logging
 import os
@@ -16,7 +16,7 @@ import os
 import jax
 import numpy as np
 
-from synth_jax import io, sharding
+from synth_jax import files, sharding
 from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _image(raw, resolution: int, center_crop: bool = True) -> np.ndarray:
   diffusers' textual_inversion.py does without --center_crop).
   """
   from PIL import Image
-  im = Image.open(_io.BytesIO(raw)) if isinstance(raw, (bytes, bytearray)) else Image.fromarray(
+  im = Image.open(io.BytesIO(raw)) if isinstance(raw, (bytes, bytearray)) else Image.fromarray(
       np.asarray(raw))
   im = im.convert("RGB")
   if not center_crop:
@@ -143,10 +143,10 @@ def load(config, pipe, mesh, workdir: str) -> InversionData:
     means.append(np.concatenate(m_all))
     stds.append(np.concatenate(s_all))
   mean, std = np.stack(means, 1), np.stack(stds, 1)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   np.savez(buf, mean=mean, std=std, labels=labels, class_names=np.array(names),
            settings=np.array(_settings(config)))
-  io.write_bytes(cache, buf.getvalue())
+  files.write_bytes(cache, buf.getvalue())
   log.info("encoded %d real images (%d views) to latents %s", len(labels), len(views),
            mean.shape[2:])
   return InversionData(mean, std, labels, names, bool(config.per_class))

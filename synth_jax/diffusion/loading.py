@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import WeightsError
 from synth_jax.models import clip_text
 from synth_jax.models import weights
@@ -190,30 +190,30 @@ def _model_index(pipe: StableDiffusion) -> dict:
 def _write_tree(pipe: StableDiffusion, out: str) -> None:
   from synth_jax.diffusion import unet as unet_lib
   from synth_jax.diffusion import vae as vae_lib
-  io.write_json(os.path.join(out, "model_index.json"), _model_index(pipe))
+  files.write_json(os.path.join(out, "model_index.json"), _model_index(pipe))
   meta = {"format": "pt"}  # transformers refuses safetensors without it
   for name, lib in (("unet", unet_lib), ("vae", vae_lib)):
     config = dict(pipe.configs[name])
     config.setdefault("_class_name", "UNet2DConditionModel" if name == "unet" else "AutoencoderKL")
     config.setdefault("_diffusers_version", "0.30.0")
-    io.write_json(os.path.join(out, name, "config.json"), config)
+    files.write_json(os.path.join(out, name, "config.json"), config)
     state = lib.params_to_diffusers(pipe.params[name], pipe.configs[name])
     weights.write_safetensors(os.path.join(out, name, "diffusion_pytorch_model.safetensors"),
                               state, meta)
   te_config = dict(pipe.configs["text_encoder"])
   te_config["vocab_size"] = int(
       pipe.params["text_encoder"]["embeddings"]["token_embedding"]["embedding"].shape[0])
-  io.write_json(os.path.join(out, "text_encoder", "config.json"), te_config)
+  files.write_json(os.path.join(out, "text_encoder", "config.json"), te_config)
   weights.write_safetensors(os.path.join(out, "text_encoder", "model.safetensors"),
                             clip_text.params_to_hf(pipe.params["text_encoder"]), meta)
-  io.write_json(os.path.join(out, "scheduler", "scheduler_config.json"), pipe.scheduler_config)
+  files.write_json(os.path.join(out, "scheduler", "scheduler_config.json"), pipe.scheduler_config)
   tok_dir = os.path.join(out, "tokenizer")
   pipe.tokenizer.save_pretrained(tok_dir)
   # transformers 5 writes only tokenizer.json; older readers (slow CLIPTokenizer) need vocab.json
   # and merges.txt, so copy the ones we read. Added tokens live in tokenizer_config.json.
   for name in ("vocab.json", "merges.txt"):
     if name in pipe.tokenizer_files and not os.path.exists(os.path.join(tok_dir, name)):
-      io.write_bytes(os.path.join(tok_dir, name), pipe.tokenizer_files[name])
+      files.write_bytes(os.path.join(tok_dir, name), pipe.tokenizer_files[name])
 
 
 def save_pipeline(pipe: StableDiffusion, path: str) -> None:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.diffusion import loading
 from synth_jax.models import clip_text
 
@@ -59,10 +59,10 @@ def tiny_vocab(words=WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
 def write_tiny_tokenizer(folder: str, max_length: int = 77) -> int:
   """Writes vocab.json/merges.txt/tokenizer_config.json; returns the vocab size."""
   vocab, merges = tiny_vocab()
-  io.write_text(os.path.join(folder, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
-  io.write_text(os.path.join(folder, "merges.txt"),
+  files.write_text(os.path.join(folder, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+  files.write_text(os.path.join(folder, "merges.txt"),
                 "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-  io.write_json(os.path.join(folder, "tokenizer_config.json"), {
+  files.write_json(os.path.join(folder, "tokenizer_config.json"), {
       "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": BOS,
       "eos_token": EOS, "unk_token": EOS, "pad_token": EOS, "do_lower_case": True})
   return len(vocab)

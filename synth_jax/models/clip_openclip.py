@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import ConfigError, WeightsError
 from synth_jax.models import weights
 
@@ -68,8 +68,8 @@ def write_tokenizer_files(out_dir: str, bpe_path: str | None = None) -> str:
   vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
   vocab += ["<|startoftext|>", "<|endoftext|>"]
   os.makedirs(out_dir, exist_ok=True)
-  io.write_json(os.path.join(out_dir, "vocab.json"), {t: i for i, t in enumerate(vocab)})
-  io.write_text(os.path.join(out_dir, "merges.txt"),
+  files.write_json(os.path.join(out_dir, "vocab.json"), {t: i for i, t in enumerate(vocab)})
+  files.write_text(os.path.join(out_dir, "merges.txt"),
                 "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
   return out_dir
 

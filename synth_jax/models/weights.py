@@ -53,7 +53,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: dict | None = None):
   """Writes numpy arrays as .safetensors atomically (readable by torch/diffusers)."""
-  from synth_jax import io
+  from synth_jax import files
   inv = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
   header, offset, blobs = {}, 0, []
   for name in sorted(tensors):
@@ -69,7 +69,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: di
     header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
   head = json.dumps(header, separators=(",", ":")).encode()
   head += b" " * (-len(head) % 8)
-  io.write_bytes(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
+  files.write_bytes(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
 def read_torch(path: str) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.errors import DataError
 
 FILENAME = "prompts.json"
@@ -69,7 +69,7 @@ def write(run_dir: str, classes: list[dict], meta: dict) -> str:
   path = os.path.join(run_dir, FILENAME)
   data = {"classes": sorted(classes, key=lambda c: int(c["id"])),
           "meta": {"version": VERSION, **meta}}
-  io.write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+  files.write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
   return path
 
 

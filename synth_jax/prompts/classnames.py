@@ -12,7 +12,7 @@ Precedence for names: `class_names` (a text file, one per line, or "a,b,c", or a
 from __future__ import annotations
 
 import difflib
-import io as _io
+import io
 import os
 from typing import Callable, Sequence
 
@@ -53,7 +53,7 @@ def _decode(blob) -> np.ndarray:
   if isinstance(blob, str):
     with Image.open(blob) as im:
       return np.asarray(im.convert("RGB"))
-  return np.asarray(Image.open(_io.BytesIO(bytes(blob))).convert("RGB"))
+  return np.asarray(Image.open(io.BytesIO(bytes(blob))).convert("RGB"))
 
 
 def _pick(members: np.ndarray, k: int, seed: int, class_id: int) -> np.ndarray:

@@ -17,7 +17,7 @@ interrupted run resumes where it stopped), the filtered dataset `<output_name>/<
 """
 from __future__ import annotations
 
-import io as _io
+import io
 import json
 import logging
 import math
@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from synth_jax import faults, io, runs
+from synth_jax import faults, files, runs
 from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _decode(blob) -> np.ndarray:
   from PIL import Image
   if isinstance(blob, np.ndarray) and blob.dtype == np.uint8 and blob.ndim == 3:
     return blob  # already decoded
-  return np.asarray(Image.open(_io.BytesIO(bytes(blob))).convert("RGB"))
+  return np.asarray(Image.open(io.BytesIO(bytes(blob))).convert("RGB"))
 
 
 def _check(config):
@@ -124,9 +124,9 @@ def _score(config, split, clip, text_emb, run_dir) -> tuple[np.ndarray, np.ndarr
     sims = emb @ text_emb.T
     scores[start:stop] = sims[np.arange(len(idx)), labels[start:stop]]
     preds[start:stop] = sims.argmax(-1)
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, scores=scores[start:stop], predictions=preds[start:stop])
-    io.write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
     faults.point("filter_chunk")
     bar.update(stop - start)
   bar.close()
@@ -182,7 +182,7 @@ def filter_dataset(config):
                 config.min_keep_per_class)
   out_dir = _write(config, split, dataset_dir, keep, run_dir)
   report = _report(config, split.class_names, names, labels, scores, preds, keep, dataset_dir, out_dir)
-  io.write_json(report_path, report)
+  files.write_json(report_path, report)
   log.info("filter: kept %d of %d images -> %s", report["kept"], report["total"], out_dir)
   return report
 

@@ -6,7 +6,7 @@ non-seed axes in sweep order) to the paper's number, printed beside ours.
 """
 from __future__ import annotations
 
-import io as _io
+import io
 import json
 import math
 import os
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from synth_jax import io
+from synth_jax import files
 
 SEED_KEYS = ("seed",)
 
@@ -106,7 +106,7 @@ def plot(axes, table) -> bytes | None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   fig.savefig(buf, format="png")
   plt.close(fig)
   return buf.getvalue()
@@ -121,10 +121,10 @@ def _is_number(x) -> bool:
 
 def write(root: str, axes, rows, failed, paper: dict | None = None, title: str = "") -> dict:
   table = cells(axes, rows)
-  io.write_json(os.path.join(root, "results.json"), {"axes": [[k, v] for k, v in axes], "points": rows,
+  files.write_json(os.path.join(root, "results.json"), {"axes": [[k, v] for k, v in axes], "points": rows,
                                                      "cells": table, "failed": failed})
-  io.write_text(os.path.join(root, "results.md"), markdown(axes, table, failed, paper or {}, title))
+  files.write_text(os.path.join(root, "results.md"), markdown(axes, table, failed, paper or {}, title))
   png = plot(axes, table) if table else None
   if png:
-    io.write_bytes(os.path.join(root, "accuracy.png"), png)
+    files.write_bytes(os.path.join(root, "accuracy.png"), png)
   return {"cells": table}

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, io, runs, sharding
+from synth_jax import faults, files, runs, sharding
 from synth_jax.config import ConfigDict, steps_from, to_dict
 from synth_jax.errors import ConfigError
 from synth_jax.train import loop, state as state_lib, steps as steps_lib
@@ -243,7 +243,7 @@ def train(config: ConfigDict) -> dict:
              "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
              "per_class": dict(zip(real.split.class_names, ev["per_class"])),
              "config": to_dict(config)}
-  io.write_json(results_path, results)
+  files.write_json(results_path, results)
   return results
 
 

@@ -26,7 +26,7 @@ import shlex
 from typing import Callable, Sequence
 
 from synth_jax import config as config_lib
-from synth_jax import io, runs
+from synth_jax import files, runs
 from synth_jax.errors import ConfigError, SynthJaxError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _fill_templates(cfg, values: dict) -> None:
 def launch_line(cfg) -> str:
   """Writes the point's config as JSON; the line trains exactly that config."""
   path = os.path.join(cfg.workdir, "sweep_point.json")
-  io.write_json(path, config_lib.to_dict(cfg))
+  files.write_json(path, config_lib.to_dict(cfg))
   return f"synth-jax train --config {shlex.quote(FROM_JSON + ':' + path)}"
 
 

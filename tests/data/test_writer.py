@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from synth_jax import io
+from synth_jax import files
 from synth_jax.data import writer as writer_lib
 from synth_jax.errors import DataError, IntegrityError
 
@@ -74,15 +74,15 @@ def test_complete_shard_is_skipped_and_truncation_detected(tmp_path):
     f.truncate(os.path.getsize(path) - 10)
   name = os.path.basename(path)
   with pytest.raises(IntegrityError, match=name):
-    io.verify_file(w.dataset_dir, name)
+    files.verify_file(w.dataset_dir, name)
   assert not w.shard_complete("train", 1, 2)
   with pytest.raises(IntegrityError, match=name):
     w.finalize(["train"])
   w.write_shard("train", 1, 2, _examples(4, 3, 1))  # rewritten
   w.finalize(["train"])
-  manifest = io.read_manifest(w.dataset_dir)
+  manifest = files.read_manifest(w.dataset_dir)
   del manifest[name]  # e.g. lost to a concurrent writer
-  io.write_json(os.path.join(w.dataset_dir, io.MANIFEST), manifest)
+  files.write_json(os.path.join(w.dataset_dir, files.MANIFEST), manifest)
   with pytest.raises(DataError, match="not in manifest.json"):
     w.finalize(["train"])
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from synth_jax import io, sharding
+from synth_jax import files, sharding
 from synth_jax.errors import IntegrityError, MeshError, WeightsError
 from synth_jax.models import weights
 
@@ -71,7 +71,7 @@ def test_run_dir_on_read_only_path_via_cli(tmp_path):
 
 def test_second_process_on_same_run_dir(tmp_path):
   run_dir = str(tmp_path / "run")
-  with io.run_lock(run_dir):
+  with files.run_lock(run_dir):
     out = cli("train", "--config", CONFIG, f"--config.workdir={run_dir}")
     one_line_error(out, f"run directory '{run_dir}' is in use by pid {os.getpid()}")
 
@@ -105,16 +105,16 @@ def test_weights_with_missing_and_misshaped_tensors():
 
 def test_truncated_or_altered_file_is_detected(tmp_path):
   d = str(tmp_path)
-  io.write_bytes(os.path.join(d, "shard-0"), b"x" * 100)
-  io.record_file(d, "shard-0")
-  io.verify_file(d, "shard-0")
+  files.write_bytes(os.path.join(d, "shard-0"), b"x" * 100)
+  files.record_file(d, "shard-0")
+  files.verify_file(d, "shard-0")
   with open(os.path.join(d, "shard-0"), "r+b") as f:
     f.truncate(50)
   with pytest.raises(IntegrityError, match="shard-0 has 50 bytes, 100 were written"):
-    io.verify_file(d, "shard-0")
-  io.write_bytes(os.path.join(d, "shard-0"), b"y" * 100)
+    files.verify_file(d, "shard-0")
+  files.write_bytes(os.path.join(d, "shard-0"), b"y" * 100)
   with pytest.raises(IntegrityError, match="does not match its sha256"):
-    io.verify_file(d, "shard-0")
+    files.verify_file(d, "shard-0")
 
 
 def test_safetensors_roundtrip_and_truncation(tmp_path):
@@ -131,14 +131,14 @@ def test_safetensors_roundtrip_and_truncation(tmp_path):
 def test_disk_full_while_writing(tmp_path, monkeypatch):
   """A write error mid-file leaves no partial file and the earlier complete file intact."""
   good = tmp_path / "done.json"
-  io.write_json(str(good), {"ok": 1})
+  files.write_json(str(good), {"ok": 1})
   real_fsync = os.fsync
 
   def fail(fd):
     raise OSError(28, "No space left on device")
   monkeypatch.setattr(os, "fsync", fail)
   with pytest.raises(OSError):
-    io.write_json(str(tmp_path / "next.json"), {"big": 1})
+    files.write_json(str(tmp_path / "next.json"), {"big": 1})
   monkeypatch.setattr(os, "fsync", real_fsync)
   assert sorted(os.listdir(tmp_path)) == ["done.json"]
   assert json.loads(good.read_text()) == {"ok": 1}

@@ -6,9 +6,9 @@ import sys
 
 SCRIPT = """
 import sys
-from synth_jax import io
+from synth_jax import files
 for i in range(3):
-  io.write_text(sys.argv[1] + f"/part-{i}", "complete " * 1000)
+  files.write_text(sys.argv[1] + f"/part-{i}", "complete " * 1000)
 """
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 from PIL import Image
 
-from synth_jax import cli, io
+from synth_jax import cli, files
 from synth_jax.data import digits
 from synth_jax.errors import RunDirError
 
@@ -64,7 +64,7 @@ def test_lock_held_on_another_host_is_honoured(tmp_path):
   run.mkdir()
   (run / ".lock").write_text(json.dumps({"pid": 1234, "host": "tpu-vm-7"}))
   with pytest.raises(RunDirError) as e:
-    with io.run_lock(str(run)):
+    with files.run_lock(str(run)):
       pass
   assert str(e.value) == (f"run directory '{run}' is in use by pid 1234 on host tpu-vm-7; wait "
                           f"for it, or delete {run / '.lock'} if that process is gone")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from synth_jax import cli, io
+from synth_jax import cli, files
 from synth_jax.errors import RunDirError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,9 +63,9 @@ def test_run_stage_writes_config_and_holds_lock(tmp_path, monkeypatch):
 
 def test_second_process_refused_and_stale_lock_taken(tmp_path):
   run_dir = str(tmp_path / "run")
-  with io.run_lock(run_dir):
+  with files.run_lock(run_dir):
     with pytest.raises(RunDirError, match="in use by pid"):
-      with io.run_lock(run_dir):
+      with files.run_lock(run_dir):
         pass
   # A lock left by a dead process on this host is taken over.
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -73,7 +73,7 @@ def test_second_process_refused_and_stale_lock_taken(tmp_path):
   import socket
   with open(os.path.join(run_dir, ".lock"), "w") as f:
     json.dump({"pid": int(dead), "host": socket.gethostname()}, f)
-  with io.run_lock(run_dir):
+  with files.run_lock(run_dir):
     with open(os.path.join(run_dir, ".lock")) as f:
       assert json.load(f)["pid"] == os.getpid()
 
@@ -81,7 +81,7 @@ def test_second_process_refused_and_stale_lock_taken(tmp_path):
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
   target = tmp_path / "out.bin"
   with pytest.raises(RuntimeError):
-    with io.atomic_open(str(target)) as f:
+    with files.atomic_open(str(target)) as f:
       f.write(b"half")
       raise RuntimeError("boom")
   assert not target.exists() and os.listdir(tmp_path) == []

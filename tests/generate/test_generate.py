@@ -206,21 +206,21 @@ def test_multi_host_processes_write_their_own_shards(tmp_path, monkeypatch):
 def test_process0_records_a_shard_whose_manifest_entry_was_dropped(tmp_path, monkeypatch):
   """Concurrent record_file calls can drop an entry; process 0 must not wait forever."""
   import jax
-  from synth_jax import io
+  from synth_jax import files
   from synth_jax.diffusion import generate_finish
   ref, _ = _run(_config(tmp_path / "ref"))
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   out, _ = _run(_config(tmp_path / "mh"))
-  manifest = io.read_manifest(out)
+  manifest = files.read_manifest(out)
   lost = next(n for n in manifest if n.endswith("-00003-of-00004"))
   del manifest[lost]  # as if process 0's record_file had overwritten it
-  io.write_json(os.path.join(out, "manifest.json"), manifest)
+  files.write_json(os.path.join(out, "manifest.json"), manifest)
   os.utime(os.path.join(out, lost), (time.time() - 120, time.time() - 120))
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   monkeypatch.setattr(generate_finish, "POLL_S", 0.01)
   out, _ = _run(_config(tmp_path / "mh"))
-  assert lost in io.read_manifest(out) and _digest(out) == _digest(ref)
+  assert lost in files.read_manifest(out) and _digest(out) == _digest(ref)
 
 
 def test_process0_waiting_on_sigterm_raises_preempted(tmp_path, monkeypatch):

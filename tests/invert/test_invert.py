@@ -181,7 +181,7 @@ def test_kill9_resume_is_bit_identical(setup, tmp_path):
 def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
   """A NaN in the cached latents of one image that steps 0..p-1 never draw: the run checkpoints,
   hits NaN at step p, stops; the checkpoint before p is intact (size/sha256) and restorable."""
-  import io as _io
+  import io
   from synth_jax import checkpoint_integrity
   from synth_jax.diffusion import invert_state
   root, pt, data = setup
@@ -195,7 +195,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
   with np.load(run / "latents.npz", allow_pickle=False) as z:
     arrays = {k: z[k] for k in z.files}
   arrays["mean"][img] = np.nan
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   np.savez(buf, **arrays)
   (run / "latents.npz").write_bytes(buf.getvalue())
   last = p // 2 * 2  # checkpoint_every=2

@@ -1,5 +1,5 @@
 """Inversion options without a model: optimizer choice (vs torch.optim), crop, config errors."""
-import io as _io
+import io
 import os
 
 import jax.numpy as jnp
@@ -81,7 +81,7 @@ def test_crop_options_match_torchvision(size):
   from torchvision import transforms
   rng = np.random.default_rng(1)
   pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, format="PNG")
   r, bicubic = 16, transforms.InterpolationMode.BICUBIC
   im = Image.fromarray(pixels)
@@ -100,7 +100,7 @@ def test_latent_cache_of_other_crop_settings_is_refused(tmp_path):
   """latents.npz remembers how it was made: a rerun with center_crop flipped is refused."""
   cfg = _cfg("dataset=digits", f"workdir={tmp_path}")
   mean = np.zeros((2, 1, 2, 2, 4), np.float32)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   np.savez(buf, mean=mean, std=mean + 1, labels=np.array([0, 1]), class_names=np.array(["a", "b"]),
            settings=np.array(invert_data._settings(cfg)))
   (tmp_path / "latents.npz").write_bytes(buf.getvalue())

@@ -1,5 +1,5 @@
 """The inversion's preview contact sheet (images generated with the learned token)."""
-import io as _io
+import io
 import os
 
 import numpy as np
@@ -25,8 +25,8 @@ def test_preview_contact_sheet_is_a_png_grid_of_the_generated_images(tmp_path):
   invert._preview(cfg, str(tmp_path / "w"), [cfg.token], vector[None])
   raw = (tmp_path / "w" / "preview_contact_sheet.png").read_bytes()
   assert raw[:8] == b"\x89PNG\r\n\x1a\n"
-  Image.open(_io.BytesIO(raw)).verify()  # checksums of every chunk
-  sheet = Image.open(_io.BytesIO(raw))
+  Image.open(io.BytesIO(raw)).verify()  # checksums of every chunk
+  sheet = Image.open(io.BytesIO(raw))
   assert sheet.format == "PNG" and sheet.mode == "RGB"
   assert sheet.size == (4 * 16, 2 * 16)  # 5 images: 4 columns, 2 rows of 16 px tiles
   px = np.asarray(sheet)
