@@ -39,28 +39,28 @@ def record(mngr, step: int) -> None:
   if jax.process_index() != 0:
     return
   step_dir, manifest_path = step_paths(mngr, step)
-  files = {}
+  entries = {}
   for dirpath, _, names in os.walk(step_dir):
     for name in sorted(names):
       path = os.path.join(dirpath, name)
-      files[os.path.relpath(path, step_dir)] = {"size": os.path.getsize(path),
+      entries[os.path.relpath(path, step_dir)] = {"size": os.path.getsize(path),
                                                 "sha256": files.sha256_file(path)}
   keep = {str(s) for s in mngr.all_steps()} | {str(step)}
   manifest = {k: v for k, v in _read(manifest_path).items() if k in keep}
-  manifest[str(step)] = files
+  manifest[str(step)] = entries
   files.write_json(manifest_path, manifest)
 
 
 def verify(mngr, step: int) -> None:
   """Raises IntegrityError naming the first missing, truncated or altered file of `step`."""
   step_dir, manifest_path = step_paths(mngr, step)
-  files = _read(manifest_path).get(str(step))
-  if files is None:
+  entries = _read(manifest_path).get(str(step))
+  if entries is None:
     log.debug("checkpoint %s has no integrity record; trusting orbax's commit", step_dir)
     return
   fix = (f"delete {step_dir} to resume from the checkpoint before it (or pass a new "
          "--config.workdir to start over)")
-  for rel, entry in sorted(files.items()):
+  for rel, entry in sorted(entries.items()):
     path = os.path.join(step_dir, rel)
     if not os.path.exists(path):
       raise IntegrityError(f"checkpoint file {path} is missing; {fix}")
