@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import importlib.util
 import inspect
 import json
 import os
+import re
+import types
 from typing import Any, Iterable
 
 import ml_collections
@@ -23,15 +26,12 @@ ConfigDict = ml_collections.ConfigDict
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ConfigDict:
   """Loads `path.py[:arg]` and applies `a.b=value` overrides (the `--config.` prefix is optional)."""
   path, _, arg = spec.partition(":")
+  if os.path.isdir(path):
+    raise ConfigError(f"--config {path!r} is a directory; pass a config file in it, e.g. "
+                      f"{os.path.join(path, 'base.py')}")
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist; pass --config path/to/file.py[:arg]")
-  module_name = "synth_jax_config_" + os.path.splitext(os.path.basename(path))[0]
-  spec_obj = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(spec_obj)
-  try:
-    spec_obj.loader.exec_module(module)
-  except SyntaxError as e:
-    raise ConfigError(f"config file {path!r} line {e.lineno}: {e.msg}") from None
+  module = import_file(path)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config(arg=None)")
   takes_arg = bool(inspect.signature(module.get_config).parameters)
@@ -43,6 +43,31 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ConfigDict:
   for item in overrides:
     apply_override(config, item)
   return config
+
+
+def import_file(path: str, relative_to: str | None = None) -> types.ModuleType:
+  """Imports a Python file by path, without touching sys.path (config files and their helpers).
+
+  `relative_to` (a file, usually `__file__`) resolves `path` against that file's folder, so
+  `configs/paper/x.py` reads its sibling with `import_file("common.py", __file__)`. Each file
+  becomes its own module, named after its absolute path: two `common.py` never collide.
+  """
+  if relative_to is not None:
+    path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
+  path = os.path.abspath(path)
+  name = "synth_jax_config_" + hashlib.sha1(path.encode()).hexdigest()[:12] + "_" + re.sub(
+      r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None:
+    raise ConfigError(f"config file {path!r} is not a Python file")
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"config file {path!r} line {e.lineno}: {e.msg}") from None
+  except FileNotFoundError:
+    raise ConfigError(f"config file {path!r} does not exist") from None
+  return module
 
 
 def apply_override(config: ConfigDict, item: str) -> None:
@@ -156,25 +181,24 @@ def save_config(config: ConfigDict, run_dir: str) -> str:
   return path
 
 
-def steps_from(config: ConfigDict, prefix: str, *, examples_per_epoch: int | None,
-               batch_size: int, default: int | None = None) -> int:
-  """Converts exactly one of `{prefix}_steps|_epochs|_examples` to a step count (big_vision style)."""
-  given = {s: config.get(f"{prefix}_{s}") for s in ("steps", "epochs", "examples")}
-  given = {s: v for s, v in given.items() if v is not None}
-  if len(given) > 1:
-    raise ConfigError(f"set only one of {', '.join(f'{prefix}_{s}' for s in given)}")
-  if not given:
-    if default is None:
-      raise ConfigError(f"set one of {prefix}_steps, {prefix}_epochs or {prefix}_examples")
-    return default
-  (unit, value), = given.items()
-  if unit == "steps":
-    return int(value)
-  examples = value if unit == "examples" else value * _need(examples_per_epoch, prefix)
-  return max(1, int(round(examples / batch_size)))
+def steps_from(config: ConfigDict, prefix: str = "", *, examples_per_epoch: int | None,
+               batch_size: int, what: str | None = None) -> int:
+  """A duration in any unit -> steps (big_vision's `utils.steps`), the one rule every stage uses.
 
-
-def _need(n, prefix):
-  if n is None:
-    raise ConfigError(f"{prefix}_epochs needs the dataset size; use {prefix}_steps instead")
-  return n
+  The keys are `steps`, `examples`, `epochs` (or `{prefix}_steps`, ...). The first of them that is
+  set and > 0 wins, in that order, so `--config.phase2.steps=500` overrides a config's default
+  epochs without unsetting them. Examples and epochs round to the nearest step (at least 1).
+  """
+  key = (lambda u: f"{prefix}_{u}") if prefix else (lambda u: u)  # noqa: E731
+  for unit in ("steps", "examples", "epochs"):
+    value = config.get(key(unit))
+    if value is None or value <= 0:
+      continue
+    if unit == "steps":
+      return int(value)
+    if unit == "epochs" and examples_per_epoch is None:
+      raise ConfigError(f"{key('epochs')} needs the dataset size; use {key('steps')} instead")
+    examples = value if unit == "examples" else value * examples_per_epoch
+    return max(1, int(round(examples / batch_size)))
+  what = what or f"{key('steps')}, {key('examples')} or {key('epochs')}"
+  raise ConfigError(f"no length is set for {what}; set one of them > 0")

@@ -41,8 +41,8 @@ def get_config(arg=None):
   c.template = "a photo of the handwritten digit {}"
   c.methods = "vanilla,mix,bridged"
   c.shots = 10                # real images per class (the few-shot regime synthetic data helps)
-  c.stage1_steps = 50         # synthetic stage of bridged
-  c.stage2_steps = 100        # real stage (and the single stage of vanilla / mix)
+  c.phase1_steps = 50         # synthetic phase of bridged
+  c.phase2_steps = 100        # real phase (and the single phase of vanilla / mix)
   c.train_resolution = 16     # classifier input side (a tiny ResNet; 16 px keeps it CPU-fast)
   c.train_batch_size = 32
   return c
@@ -99,8 +99,8 @@ def _train(config, workdir: str, method: str, real: str, synthetic: str) -> dict
   t.augment.resolution = config.train_resolution
   t.batch_size = config.train_batch_size
   t.seed = config.seed
-  t.stage1.steps = config.stage1_steps
-  t.stage2.steps = config.stage2_steps
+  t.phase1.steps = config.phase1_steps
+  t.phase2.steps = config.phase2_steps
   t.checkpoint_every = 50
   return runs.run_stage("train", train_lib.train, t)
 

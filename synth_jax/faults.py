@@ -4,7 +4,7 @@
 `point(name)` (N counts from 1). Unset, `point` is one dict lookup: free on hot paths.
 Points in the code base: "atomic_write" (a file's bytes are written and synced, not yet renamed:
 the worst moment for a shard or checkpoint file), plus the ones stages add ("train_step",
-"generate_batch", "invert_step", "stage_end" (a train stage's final checkpoint is written, its
+"generate_batch", "invert_step", "phase_end" (a training phase's final checkpoint is written, its
 evaluation not yet), ...).
 """
 from __future__ import annotations

@@ -10,11 +10,9 @@ Per-architecture numbers: NOT FOUND (radar plots only). The text gives average i
 13%, 12% and 9% across the three architectures without mapping them to models (one source calls
 them few-shot gains); they are quoted in the title, not attached to cells.
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 
 def get_config(arg=None):

@@ -8,11 +8,9 @@ by synth_jax.data.sources.few_shot_indices. The only number in the sources is a 
 60%" improvement in 4-shot Cars (relative or absolute: NOT FOUND), noted on that cell; every other
 point is NOT FOUND (plot only). x axis of accuracy.png: shots.
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 
 def get_config(arg=None):

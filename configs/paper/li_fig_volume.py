@@ -8,11 +8,9 @@ that accuracy keeps improving with volume); the grid below is ours. Every number
 is NOT FOUND (plot only). vanilla does not read synthetic data, so its line is flat by design
 (the reference level).
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 
 def get_config(arg=None):

@@ -18,11 +18,9 @@ Paper numbers (top-1 %, facts.md 1.7; backbone presumably ResNet-18):
   (**) one source saw 71.5 ± 0.4 in this table's single-template row (version discrepancy).
   Other datasets: NOT FOUND.
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 DATASETS = ("aircraft", "cars", "dtd", "food101", "sun397")
 _T = {"aircraft": "85.2", "cars": "91.6", "dtd": "72.3 ± 0.3", "food101": "84.2", "sun397": "60.8"}

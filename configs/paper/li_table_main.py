@@ -22,11 +22,9 @@ Paper numbers (top-1 %, facts.md 1.7), beside our cells in results.md:
   (*) mixed transfer is stated to be 6-10 points below vanilla on all 10 datasets.
   Plain bridged is worse than vanilla on 4 of the 10 datasets (which four: sources disagree).
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 NUMBERS = {
     "method=vanilla,dataset=aircraft": "79.7", "method=vanilla,dataset=cars": "83.8",

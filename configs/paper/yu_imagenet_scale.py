@@ -18,11 +18,9 @@ the architectures, every table cell, the per-scale images per class, the AuxBN b
 AuxBN applies to ViTs (unsourced; this grid uses a ResNet). vanilla ignores `scale`, so its four
 points are repeats of one run (kept so every cell of the table has its real-only reference).
 """
-import os
-import sys
+from synth_jax.config import import_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+common = import_file("common.py", __file__)
 
 
 def get_config(arg=None):

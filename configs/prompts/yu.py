@@ -17,14 +17,9 @@ the equal CD:SD mix. Expected
 output: one prompts.json with 8 CD + 16 SD prompts per class and each class's candidate
 meanings and CLIP scores; feed it to `synth-jax generate` (configs/generate/base.py:prompts=...).
 """
-import importlib.util
-import os
+from synth_jax.config import import_file
 
-# Loaded by path under a unique name: a bare `import base` could pick up another configs dir's base.
-_spec = importlib.util.spec_from_file_location(
-    "synth_jax_config_prompts_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+base = import_file("base.py", __file__)
 
 
 def get_config(arg=None):

@@ -15,30 +15,30 @@ Methods (facts.md 1.5, 1.6; paper B for auxbn):
   vanilla         real only.
   mix             real + synthetic in one stream; `mix_ratio` = synthetic fraction of each batch.
   synthetic_only  synthetic only.
-  bridged         stage 1 synthetic with Mixup, head re-initialised, stage 2 real without Mixup.
+  bridged         phase 1 synthetic with Mixup, head re-initialised, phase 2 real without Mixup.
   bridged++       the same plan under the paper's name (Bridged++ = "+ FC Reinit & Mixup").
-  bridged_plain   stage 1 synthetic, stage 2 real; head kept, no Mixup (the paper's plain row).
-  bridged_fc      bridged_plain + FC re-initialisation before stage 2 (paper row "+ FC Reinit").
+  bridged_plain   phase 1 synthetic, phase 2 real; head kept, no Mixup (the paper's plain row).
+  bridged_fc      bridged_plain + FC re-initialisation before phase 2 (paper row "+ FC Reinit").
   auxbn           joint training on paired real/synthetic batches, per-domain BatchNorm, eval on
                   the real statistics (Yu et al.; the split follows AdvProp, facts.md 2.4).
-Stage 2 never uses Mixup unless `stage2.mixup_alpha` is set. `reinit_head=None` means "the method's
-default"; True/False forces it. Single-stage methods use `stage2`'s optimisation settings.
+Phase 2 never uses Mixup unless `phase2.mixup_alpha` is set. `reinit_head=None` means "the method's
+default"; True/False forces it. Single-phase methods use `phase2`'s optimisation settings.
 
 OUR defaults (the papers give no optimizer, schedule, epochs, batch size or Mixup alpha; facts.md
 1.5 "NOT FOUND"): SGD momentum 0.9, lr 0.01, cosine with 5% warmup, weight decay 5e-4 on kernels
-only, label smoothing 0.1, Mixup alpha 0.2 (bridged / bridged++ stage 1), 224 px, batch 256.
+only, label smoothing 0.1, Mixup alpha 0.2 (bridged / bridged++ phase 1), 224 px, batch 256.
 """
 import ml_collections
 
 from synth_jax.config import parse_arg
 
 
-def _stage(steps=None, epochs=None, lr=0.01, mixup_alpha=None):
+def _phase(steps=None, epochs=None, learning_rate=0.01, mixup_alpha=None):
   s = ml_collections.ConfigDict()
   s.steps = steps              # length: steps if > 0, else examples if > 0, else epochs
   s.epochs = epochs
   s.examples = None
-  s.lr = lr                    # peak learning rate
+  s.learning_rate = learning_rate  # peak
   s.warmup_fraction = 0.05
   s.mixup_alpha = ml_collections.FieldReference(mixup_alpha, field_type=float)  # None = method's
   s.cutmix_alpha = 0.0
@@ -86,11 +86,11 @@ def get_config(arg=None):
   c.label_smoothing = 0.1
   c.grad_accum = 1               # optax.MultiSteps micro-batches per update
   c.reinit_head = ml_collections.FieldReference(None, field_type=bool)
-  c.stage1 = _stage(epochs=10)
-  c.stage2 = _stage(epochs=30)
+  c.phase1 = _phase(epochs=10)
+  c.phase2 = _phase(epochs=30)
   # Bookkeeping.
   c.log_every = 50
-  c.eval_every = 0               # 0 = at the end of each stage only
+  c.eval_every = 0               # 0 = at the end of each phase only
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.tensorboard = True
@@ -102,8 +102,8 @@ def get_config(arg=None):
     c.augment.flip = False
     c.batch_size = 64
     c.eval_batch_size = 128
-    c.stage1 = _stage(steps=100, lr=0.1)
-    c.stage2 = _stage(steps=300, lr=0.1)
+    c.phase1 = _phase(steps=100, learning_rate=0.1)
+    c.phase2 = _phase(steps=300, learning_rate=0.1)
     c.log_every = 25
     c.checkpoint_every = 100
     c.tensorboard = False

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from synth_jax import streams
 from synth_jax.data import writer as writer_lib
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -32,7 +33,7 @@ def digits_arrays(size: int = 32, test_fraction: float = 0.2, seed: int = 0):
   test = np.zeros(len(labels), bool)
   for c in range(10):  # stratified: the same fraction of every class
     members = np.flatnonzero(labels == c)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, c]))
+    rng = streams.rng(seed, "digits_split", c)
     test[rng.permutation(members)[:int(round(len(members) * test_fraction))]] = True
   return {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from synth_jax import streams
 from synth_jax.data import augment, writer as writer_lib
 from synth_jax.errors import DataError
 
@@ -117,7 +118,7 @@ def stratified_split(items: Sequence[tuple[str, int]], test_fraction: float,
   test = np.zeros(len(items), bool)
   for c in np.unique(labels):
     members = np.flatnonzero(labels == c)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, int(c)]))
+    rng = streams.rng(seed, "import_split", int(c))
     test[rng.permutation(members)[:int(round(len(members) * test_fraction))]] = True
   return {"train": [it for it, t in zip(items, test) if not t],
           "test": [it for it, t in zip(items, test) if t]}

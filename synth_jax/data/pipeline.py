@@ -41,6 +41,7 @@ import grain
 import numpy as np
 
 from synth_jax.data import augment as aug
+from synth_jax.streams import int_seed
 from synth_jax.data.sources import Split
 from synth_jax.errors import ConfigError, DataError
 
@@ -152,13 +153,14 @@ def _host_batch(batch_size: int, process_count: int, what: str = "batch_size") -
   return batch_size // process_count
 
 
-def _index_stream(i: int, stream: Stream, seed: int, num_epochs: int | None) -> grain.MapDataset:
+def _index_stream(i: int, stream: Stream, seed: int, phase: int,
+                  num_epochs: int | None) -> grain.MapDataset:
   n = len(stream.indices) if stream.indices is not None else len(stream.split)
   if n == 0:
     raise DataError(f"stream {stream.split.name}:{stream.split.split} is empty; check the "
                     "dataset and the few-shot selection")
-  seq = np.random.SeedSequence([seed, 7919, i]).generate_state(1)[0]
-  return (grain.MapDataset.range(n).shuffle(seed=int(seq)).repeat(num_epochs)
+  order = grain.MapDataset.range(n).shuffle(seed=int_seed(seed, "shuffle", phase, i))
+  return (order.repeat(num_epochs)
           .map(lambda pos, i=i: (i, pos)))
 
 
@@ -175,7 +177,7 @@ def _finish(ds: grain.MapDataset, workers: int, threads: int, buffer: int) -> gr
 def make_train_dataset(streams, batch_size: int, seed: int, *, weights: Sequence[float] | None =
                        None, augment: AugmentConfig | Mapping[str, Any] | None = None,
                        resolution: int | None = None, num_epochs: int | None = None,
-                       workers: int = 0, threads: int = 8, prefetch: int = 64,
+                       phase: int = 0, workers: int = 0, threads: int = 8, prefetch: int = 64,
                        process_index: int | None = None,
                        process_count: int | None = None) -> grain.IterDataset:
   """Shuffled, augmented, batched training stream over one or several (mixed) sources.
@@ -183,7 +185,9 @@ def make_train_dataset(streams, batch_size: int, seed: int, *, weights: Sequence
   Args:
     streams: a Split, a Stream, or a list of them (mixed by `weights`, e.g. real:synthetic).
     batch_size: global batch size (divided among processes).
-    seed: shuffling and augmentation seed.
+    seed: the run's seed; shuffling and augmentation draw streams "shuffle" and "augment" of
+      (seed, phase) (synth_jax.streams).
+    phase: which training phase this stream feeds (phases shuffle differently).
     weights: mixing proportions per stream (normalized); default: equal.
     augment: AugmentConfig or dict of its fields; `resolution` overrides its resolution.
     num_epochs: None = infinite (use steps); else epochs of the (single) stream.
@@ -198,7 +202,7 @@ def make_train_dataset(streams, batch_size: int, seed: int, *, weights: Sequence
   if num_epochs is not None and len(streams) > 1:
     raise ConfigError("num_epochs with several mixed streams is ambiguous; pass num_epochs=None "
                       "and train for a number of steps")
-  parts = [_index_stream(i, s, seed, num_epochs) for i, s in enumerate(streams)]
+  parts = [_index_stream(i, s, seed, phase, num_epochs) for i, s in enumerate(streams)]
   if len(parts) > 1:
     w = [1.0] * len(parts) if weights is None else [float(x) for x in weights]
     if len(w) != len(parts) or min(w) < 0 or sum(w) <= 0:
@@ -208,13 +212,13 @@ def make_train_dataset(streams, batch_size: int, seed: int, *, weights: Sequence
     ds = grain.MapDataset.mix([d for d, _ in kept], weights=[x for _, x in kept])
   else:
     ds = parts[0]
-  ds = ds.random_map(_Load(streams, cfg, train=True), seed=seed)
+  ds = ds.random_map(_Load(streams, cfg, train=True), seed=int_seed(seed, "augment", phase))
   ds = ds[p::count].batch(host_batch, drop_remainder=True)
   return _finish(ds, workers, threads, prefetch)
 
 
 def make_paired_dataset(real, synthetic, real_batch: int, synthetic_batch: int, seed: int,
-                        **kwargs) -> grain.IterDataset:
+                        phase: int = 0, **kwargs) -> grain.IterDataset:
   """Batches of `real_batch` real then `synthetic_batch` synthetic examples (global sizes).
 
   For per-domain BatchNorm: rows [:real_batch/P] of every host batch are real (domain 0), the
@@ -232,8 +236,8 @@ def make_paired_dataset(real, synthetic, real_batch: int, synthetic_batch: int, 
   halves = []
   for i, (s, b) in enumerate(((real, real_batch), (synthetic, synthetic_batch))):
     hb = _host_batch(b, count, ("real_batch", "synthetic_batch")[i])
-    d = _index_stream(i, s, seed, None).random_map(
-        _Load([real, synthetic], cfg, train=True), seed=seed + 104729 * i)
+    d = _index_stream(i, s, seed, phase, None).random_map(
+        _Load([real, synthetic], cfg, train=True), seed=int_seed(seed, "augment", phase, i))
     halves.append(d[p::count].batch(hb, drop_remainder=True))
   common = min(len(h) for h in halves)  # both are (near) infinite; zip needs equal lengths
   ds = grain.experimental.ZipMapDataset([h[:common] for h in halves]).map(

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synth_jax import streams
 from synth_jax.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,10 @@ def _verify_shards(directory: str, name: str, splits: Sequence[str]) -> None:
   """Names a truncated or altered shard of `splits` (from the writer's manifest.json) on open."""
   from synth_jax import files
   manifest = files.read_manifest(directory)
-  files = sorted(f for f in manifest
-                 if any(f.startswith(f"{name}-{s}.array_record-") for s in splits))
-  check_hash = sum(manifest[f]["size"] for f in files) <= _HASH_BYTES
-  for f in files:
+  shards = sorted(f for f in manifest
+                  if any(f.startswith(f"{name}-{s}.array_record-") for s in splits))
+  check_hash = sum(manifest[f]["size"] for f in shards) <= _HASH_BYTES
+  for f in shards:
     files.verify_file(directory, f, check_hash=check_hash)
 
 
@@ -120,10 +121,10 @@ def open_split(dataset: str, split: str, data_dir: str | None = None,
 
 
 def few_shot_indices(labels: np.ndarray, k: int | str | None, seed: int,
-                     num_classes: int | None = None) -> np.ndarray:
+                     num_classes: int | None = None, stream: str = "few_shot") -> np.ndarray:
   """Sorted indices of k examples per class, chosen by seed; k in (None, "all", -1) = all.
 
-  Class c's choice is a permutation drawn from SeedSequence([seed, c]), so it depends only on
+  Class c's choice is a permutation drawn from `streams.rng(seed, stream, c)`, so it depends only on
   the seed, the class and which indices hold class c. Classes with fewer than k examples keep all
   of theirs (with a warning naming them).
   """
@@ -139,7 +140,7 @@ def few_shot_indices(labels: np.ndarray, k: int | str | None, seed: int,
     members = np.flatnonzero(labels == c)
     if len(members) < k:
       short.append(c)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, c]))
+    rng = streams.rng(seed, stream, c)
     chosen.append(members[rng.permutation(len(members))[:k]])
   if short:
     log.warning("few-shot k=%d: classes %s have fewer examples; all of theirs are used", k,

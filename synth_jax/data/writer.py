@@ -210,10 +210,10 @@ class DatasetWriter:
     from array_record.python.array_record_module import ArrayRecordReader
     split_infos = []
     for split in splits:
-      _, files = self._split_shards(split)
+      _, shards = self._split_shards(split)
       lengths, nbytes = [], 0
       recorded = files.read_manifest(self.dataset_dir)
-      for filename in files:
+      for filename in shards:
         if filename not in recorded:
           raise DataError(f"shard {filename} in {self.dataset_dir} is not in manifest.json "
                           "(interrupted or concurrent write); rerun the job to rewrite it")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synth_jax import faults, runs
+from synth_jax import faults, runs, streams
 from synth_jax.diffusion import generate_finish as finish
 from synth_jax.errors import ConfigError, DataError
 
@@ -149,7 +149,7 @@ def selected(class_list: ClassList, subset: Sequence[str] | None) -> list[dict]:
 
 def item_seed(seed: int, class_id: int, index: int) -> int:
   """The uint32 noise seed of image `index` of class `class_id`."""
-  return int(np.random.SeedSequence([seed, 0, class_id, index]).generate_state(1)[0])
+  return streams.int_seed(seed, "image_noise", class_id, index)
 
 
 def pick_prompt(prompts: list[dict], weights: dict, seed: int, class_id: int, index: int,

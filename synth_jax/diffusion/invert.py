@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, files, runs, sharding
+from synth_jax import faults, files, runs, sharding, streams
 from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
@@ -148,7 +148,7 @@ class Inverter:
                                      self.templates)
     # every process builds the whole batch from (seed, step); each feeds its devices' rows
     ids, mean, std = sharding.shard_global_batch((ids, mean, std), self.mesh)
-    key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), step)
+    key = streams.key(int(self.config.seed), "invert_noise", step)
     return ids, mean, std, key
 
   def train_step(self, emb, opt_state, batch):

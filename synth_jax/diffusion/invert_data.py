@@ -3,7 +3,7 @@
 Latent means and standard deviations of every image (and of its mirror image when `flip`) are
 computed with the frozen VAE and cached in `<workdir>/latents.npz` (atomic), so a resumed run does
 not re-encode. Step s's batch (which images, flipped or not, which prompt template) is drawn from
-SeedSequence([seed, s]) alone.
+stream "invert_batch" of (seed, s) alone (synth_jax.streams).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import jax
 import numpy as np
 
-from synth_jax import files, sharding
+from synth_jax import files, sharding, streams
 from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class InversionData:
 
   def draw(self, seed: int, step: int, batch_size: int, num_templates: int):
     """(image index, view, template, token) of each example of step `step`, from (seed, step)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, step]))
+    rng = streams.rng(seed, "invert_batch", step)
     idx = rng.integers(0, len(self.labels), batch_size)
     flip = rng.integers(0, self.mean.shape[1], batch_size)
     tmpl = rng.integers(0, num_templates, batch_size)
@@ -95,7 +95,7 @@ def _read_images(config):
   idx = sources.few_shot_indices(labels, config.shots if int(config.shots) > 0 else None,
                                  int(config.seed))
   if config.max_images and len(idx) > int(config.max_images):
-    rng = np.random.default_rng(np.random.SeedSequence([int(config.seed), 3]))
+    rng = streams.rng(int(config.seed), "invert_images")
     idx = np.sort(rng.choice(idx, int(config.max_images), replace=False))
   if len(idx) == 0:
     raise DataError(f"dataset {config.dataset!r} split {config.split!r} has no images; check "

@@ -101,11 +101,11 @@ def _find_weights(folder: str, stems: tuple[str, str], variant: str | None) -> l
 def read_component_weights(folder: str, component: str, variant: str | None = None
                            ) -> tuple[dict[str, np.ndarray], str]:
   """All tensors of component `unet`/`vae`/`text_encoder` in `folder`, and their source name."""
-  files = _find_weights(folder, _WEIGHT_NAMES[component], variant)
+  paths = _find_weights(folder, _WEIGHT_NAMES[component], variant)
   state: dict[str, np.ndarray] = {}
-  for path in files:
+  for path in paths:
     state.update(weights.read_tensors(path))
-  return state, files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
+  return state, paths[0] if len(paths) == 1 else f"{folder} ({len(paths)} shards)"
 
 
 def _cast(tree, dtype):
@@ -162,13 +162,13 @@ def load_tokenizer(folder: str):
           all(os.path.isfile(os.path.join(folder, f)) for f in ("vocab.json", "merges.txt"))):
     raise WeightsError(f"tokenizer folder {folder} needs vocab.json + merges.txt (or "
                        "tokenizer.json); copy the tokenizer/ folder of the pipeline")
-  files = {}
+  contents = {}
   for name in _TOKENIZER_FILES:
     p = os.path.join(folder, name)
     if os.path.isfile(p):
       with open(p, "rb") as f:
-        files[name] = f.read()
-  return CLIPTokenizer.from_pretrained(folder), files
+        contents[name] = f.read()
+  return CLIPTokenizer.from_pretrained(folder), contents
 
 
 def _model_index(pipe: StableDiffusion) -> dict:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import files
+from synth_jax import files, streams
 from synth_jax.diffusion import loading
 from synth_jax.models import clip_text
 
@@ -138,9 +138,10 @@ def make_tiny_pipeline(path: str, seed: int = 0, sample_size: int = 8,
   unet = unet_lib.UNet2DConditionModel.from_config(configs["unet"])
   vae = vae_lib.AutoencoderKL.from_config(configs["vae"])
   text_encoder = clip_text.CLIPTextModel.from_config(configs["text_encoder"])
-  params = {"unet": _init(unet, "unet", configs["unet"], seed),
-            "vae": _init(vae, "vae", configs["vae"], seed + 1),
-            "text_encoder": text_encoder.init_params(seed + 2)}
+  init_seed = lambda component: streams.int_seed(seed, "generator_init", component)  # noqa: E731
+  params = {"unet": _init(unet, "unet", configs["unet"], init_seed(0)),
+            "vae": _init(vae, "vae", configs["vae"], init_seed(1)),
+            "text_encoder": text_encoder.init_params(init_seed(2))}
   model_index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
   pipe = loading.StableDiffusion(
       unet=unet, vae=vae, text_encoder=text_encoder, params=params, tokenizer=tokenizer,

@@ -104,9 +104,10 @@ class CLIPVisionModel(nn.Module):
   def init_params(self, seed: int = 0) -> dict:
     """Random params as numpy (host), same tree as `params_from_hf` returns."""
     pixels = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
-    params = jax.jit(self.init)(jax.random.PRNGKey(seed), pixels)["params"]
+    init_key, head_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = jax.jit(self.init)(init_key, pixels)["params"]
     if self.projection_dim is not None:  # the ViT head starts at zero; a projection must not
-      params = reinit_head(params, jax.random.PRNGKey(seed + 1))
+      params = reinit_head(params, head_key)
     return jax.tree_util.tree_map(np.asarray, params)
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from synth_jax import streams
 from synth_jax.errors import ConfigError, DataError
 
 
@@ -58,7 +59,7 @@ def _decode(blob) -> np.ndarray:
 
 def _pick(members: np.ndarray, k: int, seed: int, class_id: int) -> np.ndarray:
   # The same choice as data.sources.few_shot_indices: depends on (seed, class, members) only.
-  rng = np.random.default_rng(np.random.SeedSequence([seed, class_id]))
+  rng = streams.rng(seed, "few_shot", class_id)
   return members[rng.permutation(len(members))[:k]]
 
 

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from synth_jax import streams
 from synth_jax.errors import ConfigError
 from synth_jax.prompts import templates
 
@@ -95,9 +96,8 @@ def pick_prompt(entry: Mapping, seed: int, class_id: int, index: int,
   w = kind_weights(prompts, weights, entry.get("name", str(class_id)))
   kinds = list(w)
   p = np.array([w[k] for k in kinds], np.float64)
-  # Stream 1 of the SeedSequence tree, as the generate job draws (stream 0 is the image noise):
-  # this function and synth_jax.diffusion.generate.pick_prompt give the same prompt per image.
-  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(class_id), int(index)]))
+  # synth_jax.diffusion.generate.pick_prompt calls this: one prompt per image, one stream.
+  rng = streams.rng(int(seed), "prompt_choice", int(class_id), int(index))
   kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
   pool = [q for q in prompts if q.get("kind", "template") == kind]
   return dict(pool[int(rng.integers(len(pool)))])

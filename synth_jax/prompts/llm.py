@@ -24,6 +24,7 @@ import socket
 import urllib.error
 import urllib.request
 
+from synth_jax import streams
 from synth_jax.errors import ConfigError, LLMError
 
 
@@ -233,7 +234,9 @@ def ask_list(llm, req: ListRequest, *, seed: int, retries: int = 3) -> tuple[lis
     return items[:req.n], 0
   prompt, got = req.prompt, []
   for attempt in range(retries + 1):
-    got = parse_list(llm.generate(prompt, seed=seed + attempt))
+    # retries draw their own seeds: a sampling model may answer a resent prompt differently
+    attempt_seed = seed if attempt == 0 else streams.int_seed(seed, "llm_retry", attempt)
+    got = parse_list(llm.generate(prompt, seed=attempt_seed))
     if len(got) >= req.min_items:
       return got[:req.n], attempt + 1
     # A firmer instruction changes the input, so a greedy model can answer differently.

@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
 
-from synth_jax import faults, runs
+from synth_jax import faults, runs, streams
 from synth_jax.errors import ConfigError
 from synth_jax.prompts import artifact, classnames, disambiguate, diversify, llm, templates
 
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def _seed(seed: int, class_id: int, what: int) -> int:
   """An LLM seed for (run seed, class, request kind): stable across resumes and class subsets."""
-  return int(np.random.SeedSequence([int(seed), 3, int(class_id), what]).generate_state(1)[0])
+  return streams.int_seed(seed, "llm_sample", class_id, what)
 
 
 def needs_llm(config, strategies) -> bool:

@@ -1,9 +1,9 @@
-"""One training stage: the step loop, checkpoints, preemption, non-finite checks, evaluation.
+"""One training phase: the step loop, checkpoints, preemption, non-finite checks, evaluation.
 
 Checkpoints (orbax CheckpointManager under `<workdir>/checkpoints`) are numbered by the global
-step (the sum over stages) and hold three items: `state` (step, params, batch_stats, opt_state),
-`meta` (stage index, steps done in it, whether the stage finished, the earlier stages' records
-for results.json) and `data` (the grain iterator's state). A stage saves every `checkpoint_every`
+step (the sum over phases) and hold three items: `state` (step, params, batch_stats, opt_state),
+`meta` (phase index, steps done in it, whether the phase finished, the earlier phases' records
+for results.json) and `data` (the grain iterator's state). A phase saves every `checkpoint_every`
 steps, at its end, and when SIGTERM arrives (`runs.should_stop()` -> save -> `runs.Preempted`).
 A checkpoint is never written from non-finite parameters, so after a TrainingError the latest
 checkpoint is the last good one.
@@ -103,12 +103,12 @@ class Recorder:
 
 
 @dataclasses.dataclass
-class StageRun:
-  """What `run_stage_loop` needs for one stage."""
+class PhaseRun:
+  """What `run_phase` needs for one training phase."""
   index: int
   name: str
   steps: int
-  offset: int                 # global step of this stage's step 0
+  offset: int                 # global step of this phase's step 0
   batch_size: int
   train_step: Callable
   rng: Any
@@ -116,7 +116,7 @@ class StageRun:
   checkpoint_every: int
   eval_every: int = 0
   evaluate: Callable | None = None   # state -> metrics dict
-  history: list = dataclasses.field(default_factory=list)  # earlier stages' results.json records
+  history: list = dataclasses.field(default_factory=list)  # earlier phases' results.json records
 
 
 def put_train_batch(batch, mesh, step: int):
@@ -125,13 +125,13 @@ def put_train_batch(batch, mesh, step: int):
   return sharding.shard_batch(batch, mesh)
 
 
-def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorder):
+def run_phase(run: PhaseRun, state, iterator, mesh, mngr, recorder: Recorder):
   """Trains `state` from its step to `run.steps`; returns the final state (checkpointed)."""
   start = int(state.step)
-  meta = lambda s, done: {"stage": run.index, "stage_name": run.name, "stage_step": s,  # noqa: E731
-                          "stage_done": done, "stages": run.history}
+  meta = lambda s, done: {"phase": run.index, "phase_data": run.name, "phase_step": s,  # noqa: E731
+                          "phase_done": done, "phases": run.history}
   bar = runs.progress(total=run.steps * run.batch_size, initial=start * run.batch_size,
-                      desc=f"stage {run.index} {run.name}", unit="img", unit_scale=True)
+                      desc=f"phase {run.index} {run.name}", unit="img", unit_scale=True)
   pending, t0, last_logged = None, time.perf_counter(), start
   try:
     for step in range(start + 1, run.steps + 1):
@@ -157,7 +157,7 @@ def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorde
       if runs.should_stop():
         _check(metrics, step, run, mngr)
         save(mngr, run.offset + step, state, meta(step, step == run.steps), iterator)
-        raise runs.Preempted(f"stage {run.index} ({run.name}) saved at step {step}; rerun the "
+        raise runs.Preempted(f"phase {run.index} ({run.name}) saved at step {step}; rerun the "
                              "same command to resume")
     if pending is not None:
       _check(pending, run.steps, run, mngr)
@@ -167,10 +167,10 @@ def run_stage_loop(run: StageRun, state, iterator, mesh, mngr, recorder: Recorde
   return state
 
 
-def _check(metrics, step: int, run: StageRun, mngr) -> None:
+def _check(metrics, step: int, run: PhaseRun, mngr) -> None:
   loss = float(metrics["loss"])
   if not math.isfinite(loss):
-    raise TrainingError(f"loss is {loss} at stage {run.index} ({run.name}) step {step} (global "
+    raise TrainingError(f"loss is {loss} at phase {run.index} ({run.name}) step {step} (global "
                         f"{run.offset + step}); last good checkpoint: step {mngr.latest_step()}; "
                         "lower the learning rate or check the data")
 

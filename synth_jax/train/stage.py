@@ -1,11 +1,14 @@
-"""`synth-jax train`: methods as stage plans over one trainer (see configs/train/base.py).
+"""`synth-jax train`: methods as plans of training phases over one trainer (configs/train/base.py).
 
   results = train(config)   # under config.workdir: checkpoints/, metrics.jsonl, results.json
 
-A method is a list of stages (`plan(config)`); each stage has its data (real / synthetic / mix /
-paired), its optimizer (config.stage1 or config.stage2), its Mixup setting and whether the head is
-re-initialised before it. A rerun resumes from the latest checkpoint, across stage boundaries; a
-finished run (results.json present) is a no-op.
+A method is a list of phases (`plan(config)`); each phase has its data (real / synthetic / mix /
+paired), its optimizer settings (config.phase1 or config.phase2), its Mixup setting and whether
+the head is re-initialised before it. A rerun resumes from the latest checkpoint, across phase
+boundaries; a finished run (results.json present) is a no-op.
+
+`train` reads in three steps: where to resume (`resume_point`), each remaining phase
+(`run_phase`), and the record of what ran (`record_results`).
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import dataclasses
 import json
 import logging
 import os
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, files, runs, sharding
+from synth_jax import faults, files, runs, sharding, streams
 from synth_jax.config import ConfigDict, steps_from, to_dict
 from synth_jax.errors import ConfigError
 from synth_jax.train import loop, state as state_lib, steps as steps_lib
@@ -30,15 +34,16 @@ MIXUP_DEFAULT = 0.2  # ours: the paper's Mixup alpha is NOT FOUND (facts.md 1.5)
 
 
 @dataclasses.dataclass(frozen=True)
-class StageSpec:
-  name: str          # data: "real" | "synthetic" | "mix" | "paired"
-  cfg_key: str       # "stage1" | "stage2"
+class Phase:
+  """One training phase of a method."""
+  data: str          # "real" | "synthetic" | "mix" | "paired"
+  config_key: str    # "phase1" | "phase2": its optimizer and length settings
   mixup_alpha: float
-  reinit_head: bool  # re-initialise the classifier before this stage
+  reinit_head: bool  # re-initialise the classifier before this phase
 
 
-def plan(config) -> list[StageSpec]:
-  """The method's stages with their Mixup and head-reinit settings resolved."""
+def plan(config) -> list[Phase]:
+  """The method's phases with their Mixup and head-reinit settings resolved."""
   m = config.method
   if m not in METHODS:
     raise ConfigError(f"config.method={m!r} is unknown; use one of {', '.join(METHODS)}")
@@ -49,13 +54,13 @@ def plan(config) -> list[StageSpec]:
 
   if m in ("vanilla", "mix", "synthetic_only", "auxbn"):
     data = {"vanilla": "real", "mix": "mix", "synthetic_only": "synthetic", "auxbn": "paired"}[m]
-    return [StageSpec(data, "stage2", alpha("stage2", 0.0), False)]
-  # `bridged` is the method as issue 9 and the paper's Bridged++ define it (FC reinit + stage-1
+    return [Phase(data, "phase2", alpha("phase2", 0.0), False)]
+  # `bridged` is the method as issue 9 and the paper's Bridged++ define it (FC reinit + phase-1
   # Mixup); `bridged_plain` and `bridged_fc` are the paper's two ablation rows without them.
   reinit = m != "bridged_plain" if config.reinit_head is None else bool(config.reinit_head)
-  stage1_alpha = alpha("stage1", MIXUP_DEFAULT if m in ("bridged", "bridged++") else 0.0)
-  return [StageSpec("synthetic", "stage1", stage1_alpha, False),
-          StageSpec("real", "stage2", alpha("stage2", 0.0), reinit)]
+  phase1_alpha = alpha("phase1", MIXUP_DEFAULT if m in ("bridged", "bridged++") else 0.0)
+  return [Phase("synthetic", "phase1", phase1_alpha, False),
+          Phase("real", "phase2", alpha("phase2", 0.0), reinit)]
 
 
 def _registry_spec(config):
@@ -113,21 +118,20 @@ def open_data(config, needs_synthetic: bool):
     syn = synthetic.open_synthetic(config.synthetic, real.class_names)
     if config.volume and config.volume > 0:
       syn = dataclasses.replace(syn, indices=sources.few_shot_indices(
-          syn.split.labels(), config.volume, config.seed))
+          syn.split.labels(), config.volume, config.seed, stream="synthetic_volume"))
   return real_stream, syn, test
 
 
-def stage_dataset(config, spec: StageSpec, index: int, real, syn):
-  """(grain IterDataset, examples per epoch) for one stage."""
+def phase_dataset(config, phase: Phase, index: int, real, syn):
+  """(grain IterDataset, examples per epoch) for one phase."""
   from synth_jax.data import pipeline
-  seed = int(config.seed) * 1000 + index
-  kw = dict(augment=config.augment.to_dict(), workers=config.workers)
-  bs = config.batch_size
-  if spec.name == "real":
+  kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=index)
+  bs, seed = config.batch_size, int(config.seed)
+  if phase.data == "real":
     return pipeline.make_train_dataset(real, bs, seed, **kw), _size(real)
-  if spec.name == "synthetic":
+  if phase.data == "synthetic":
     return pipeline.make_train_dataset(syn, bs, seed, **kw), _size(syn)
-  if spec.name == "mix":
+  if phase.data == "mix":
     r = float(config.mix_ratio)
     if not 0.0 <= r <= 1.0:
       raise ConfigError(f"config.mix_ratio={r} must be in [0, 1] (synthetic fraction)")
@@ -136,115 +140,164 @@ def stage_dataset(config, spec: StageSpec, index: int, real, syn):
   return pipeline.make_paired_dataset(real, syn, n_real, n_syn, seed, **kw), _size(real)
 
 
-def stage_steps(stage_cfg, examples_per_epoch: int, batch_size: int) -> int:
-  """Steps of one stage: `steps` if > 0, else `examples` if > 0, else `epochs` (so that
-  `--config.stage2.steps=500` overrides the default epochs without unsetting them)."""
-  for key in ("steps", "examples", "epochs"):
-    value = stage_cfg.get(key)
-    if value is not None and value > 0:
-      return steps_from(ConfigDict({f"s_{key}": value}), "s", batch_size=batch_size,
-                        examples_per_epoch=examples_per_epoch)
-  raise ConfigError("a stage has no length; set stageN.steps, stageN.epochs or stageN.examples > 0")
+def phase_steps(phase_cfg, examples_per_epoch: int, batch_size: int) -> int:
+  """Steps of one phase (`config.steps_from`'s rule: steps, else examples, else epochs)."""
+  return steps_from(phase_cfg, examples_per_epoch=examples_per_epoch, batch_size=batch_size,
+                    what="a training phase (phaseN.steps, phaseN.examples or phaseN.epochs)")
 
 
 def _size(stream) -> int:
   return len(stream.indices) if stream.indices is not None else len(stream.split)
 
 
-def train(config: ConfigDict) -> dict:
-  """Runs (or resumes) every stage of config.method; returns and writes results.json."""
+@dataclasses.dataclass
+class Trainer:
+  """What every phase of one `train` call shares: the plan, the model, the mesh, the writers."""
+  config: ConfigDict
+  phases: list[Phase]
+  datasets: list            # (grain IterDataset, examples per epoch) per phase
+  counts: list[int]         # steps per phase
+  model: Any
+  num_classes: int
+  dtype: Any
+  mesh: Any
+  shardings: Any            # of the params
+  mngr: Any                 # orbax CheckpointManager
+  recorder: loop.Recorder
+  evaluate: Callable        # (params, batch_stats) -> metrics
+
+  @property
+  def offsets(self) -> list[int]:
+    """Global step of each phase's step 0 (checkpoints are numbered by the global step)."""
+    return np.concatenate([[0], np.cumsum(self.counts)]).astype(int).tolist()
+
+
+@dataclasses.dataclass
+class ResumePoint:
+  """Where a (re)run starts: the first phase to run and the checkpoint to restore into it."""
+  phase: int = 0
+  step: int | None = None   # checkpoint (global step) to restore, None = start the phase fresh
+  phase_done: bool = False  # that checkpoint is its phase's final one (only evaluation was lost)
+  records: list = dataclasses.field(default_factory=list)  # finished phases, for results.json
+
+
+def resume_point(mngr) -> ResumePoint:
+  """From the latest checkpoint's meta: its phase, and the records of the phases before it."""
+  latest = mngr.latest_step()
+  if latest is None:
+    return ResumePoint()
+  meta = loop.read_meta(mngr, latest)
+  log.info("resuming from checkpoint %d (phase %d, step %d, done=%s)", latest, meta["phase"],
+           meta["phase_step"], meta["phase_done"])
+  return ResumePoint(int(meta["phase"]), latest, bool(meta["phase_done"]),
+                     list(meta.get("phases", [])))
+
+
+def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, records: list):
+  """Trains phase i from `params`/`stats` (or from `resume`'s checkpoint); returns its state."""
+  config, phase = t.config, t.phases[i]
+  tx = state_lib.make_optimizer(config, config[phase.config_key], t.counts[i])
+  state = state_lib.TrainState.create(params, stats, tx, t.mesh)  # these weights, fresh optimizer
+  if resume is not None and resume.phase_done:  # killed before the next phase's first checkpoint
+    return loop.restore(t.mngr, resume.step, state)
+  iterator = iter(t.datasets[i][0])
+  try:
+    if resume is not None:
+      state = loop.restore(t.mngr, resume.step, state, iterator)
+    if int(state.step) == 0 and phase.reinit_head:
+      head = _reinit(state.params, streams.key(config.seed, "head_reinit", i))
+      state = state.replace(params=jax.device_put(head, t.shardings))
+    run = loop.PhaseRun(
+        index=i, name=phase.data, steps=t.counts[i], offset=t.offsets[i],
+        batch_size=config.batch_size,
+        train_step=steps_lib.make_train_step(
+            t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
+            cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
+            label_smoothing=config.label_smoothing, dtype=t.dtype,
+            domain=_domain(config) if phase.data == "paired" else None),
+        rng=streams.key(config.seed, "train_step", i),
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+        eval_every=config.eval_every, history=list(records),
+        evaluate=lambda s: {f"eval/{k}": v for k, v in t.evaluate(s.params, s.batch_stats).items()
+                            if k != "per_class"})
+    return loop.run_phase(run, state, iterator, t.mesh, t.mngr, t.recorder)
+  finally:  # stop this phase's grain worker processes before the next phase starts its own
+    _close(iterator)
+
+
+def phase_record(t: Trainer, i: int, ev: dict) -> dict:
+  phase = t.phases[i]
+  return {"phase": i, "data": phase.data, "steps": int(t.counts[i]),
+          "mixup_alpha": phase.mixup_alpha, "reinit_head": phase.reinit_head,
+          **{k: ev[k] for k in ("top1", "top5", "mean_per_class")}}
+
+
+def record_results(t: Trainer, records: list, ev: dict, class_names, path: str) -> dict:
+  """results.json: the last phase's evaluation, every phase's record, and the config."""
+  config = t.config
+  results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
+             "shots": config.shots, "volume": config.volume, "model": config.model,
+             "num_classes": t.num_classes, "steps": t.counts, "phases": records,
+             "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
+             "per_class": dict(zip(class_names, ev["per_class"])),
+             "config": to_dict(config)}
+  files.write_json(path, results)
+  return results
+
+
+def build(config, workdir: str):
+  """(Trainer, real Stream, params, batch_stats): everything before the first phase runs."""
   from synth_jax.data import pipeline
+  phases = plan(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(mesh, config.batch_size)
+  sharding.check_batch(mesh, config.eval_batch_size, "eval_batch_size")
+  real, syn, test = open_data(config, any(p.data != "real" for p in phases))
+  num_classes = len(real.split.class_names)
+  domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
+  model, params, stats = state_lib.build_model(config, num_classes, domains)
+  dtype = jnp.bfloat16 if config.bf16 else jnp.float32
+  datasets = [phase_dataset(config, p, i, real, syn) for i, p in enumerate(phases)]
+  counts = [phase_steps(config[p.config_key], n, config.batch_size)
+            for p, (_, n) in zip(phases, datasets)]
+  eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
+                                       augment=config.augment.to_dict(), workers=config.workers)
+  eval_step = steps_lib.make_eval_step(model, num_classes, dtype)
+  shardings = _param_shardings(config, params, mesh)
+  params = jax.device_put(params, shardings)
+  stats = jax.device_put(stats, sharding.replicated(mesh))
+  t = Trainer(config=config, phases=phases, datasets=datasets, counts=counts, model=model,
+              num_classes=num_classes, dtype=dtype, mesh=mesh, shardings=shardings,
+              mngr=loop.checkpoint_manager(workdir, config.keep_checkpoints),
+              recorder=loop.Recorder(workdir, config.tensorboard),
+              evaluate=lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes))
+  return t, real, params, stats
+
+
+def train(config: ConfigDict) -> dict:
+  """Runs (or resumes) every phase of config.method; returns and writes results.json."""
   workdir = runs.workdir(config)
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
     log.info("%s exists: training already finished", results_path)
     with open(results_path) as f:
       return json.load(f)
-  stages = plan(config)
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch(mesh, config.batch_size)
-  sharding.check_batch(mesh, config.eval_batch_size, "eval_batch_size")
-  real, syn, test = open_data(config, any(s.name != "real" for s in stages))
-  num_classes = len(real.split.class_names)
-  domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
-  model, params, stats = state_lib.build_model(config, num_classes, domains)
-  dtype = jnp.bfloat16 if config.bf16 else jnp.float32
-  datasets = [stage_dataset(config, s, i, real, syn) for i, s in enumerate(stages)]
-  counts = [stage_steps(config[s.cfg_key], n, config.batch_size) for s, (_, n) in zip(stages, datasets)]
-  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
-  eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
-                                       augment=config.augment.to_dict(), workers=config.workers)
-  eval_step = steps_lib.make_eval_step(model, num_classes, dtype)
-  evaluate = lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes)  # noqa: E731
-  shardings = _param_shardings(config, params, mesh)
-  params = jax.device_put(params, shardings)
-  stats = jax.device_put(stats, sharding.replicated(mesh))
-  mngr = loop.checkpoint_manager(workdir, config.keep_checkpoints)
-  recorder = loop.Recorder(workdir, config.tensorboard)
-  seed_key = jax.random.key(config.seed)
-
-  # Where to start: the latest checkpoint's stage (a finished stage -> the next one).
-  first, resume_step, meta = 0, None, None
-  latest = mngr.latest_step()
-  if latest is not None:
-    meta = loop.read_meta(mngr, latest)
-    first, resume_step = int(meta["stage"]), latest
-    log.info("resuming from checkpoint %d (stage %d, step %d, done=%s)", latest, first,
-             meta["stage_step"], meta["stage_done"])
-  # Records of stages finished before this process started travel in the checkpoints' meta.
-  per_stage = list(meta.get("stages", [])) if meta else []
-  ev = None
-  for i, spec in enumerate(stages):
-    if i < first:
-      continue
-    tx = state_lib.make_optimizer(config, config[spec.cfg_key], counts[i])
-    state = state_lib.TrainState.create(params, stats, tx, mesh)  # these weights, a fresh optimizer
-    # The checkpoint is restored once, into its own stage; later stages start from the weights
-    # this process trains (restoring again would replay the finished stage instead of the next).
-    if resume_step is not None and meta["stage_done"]:  # killed before the next one's checkpoint
-      state = loop.restore(mngr, resume_step, state)
-    else:
-      iterator = iter(datasets[i][0])
-      try:
-        if resume_step is not None:
-          state = loop.restore(mngr, resume_step, state, iterator)
-        if int(state.step) == 0 and spec.reinit_head:
-          head_rng = jax.random.fold_in(jax.random.fold_in(seed_key, i), 2)
-          state = state.replace(params=jax.device_put(_reinit(state.params, head_rng), shardings))
-        run = loop.StageRun(
-            index=i, name=spec.name, steps=counts[i], offset=offsets[i],
-            batch_size=config.batch_size,
-            train_step=steps_lib.make_train_step(
-                model, tx, num_classes, mixup_alpha=spec.mixup_alpha,
-                cutmix_alpha=float(config[spec.cfg_key].cutmix_alpha),
-                label_smoothing=config.label_smoothing, dtype=dtype,
-                domain=_domain(config) if spec.name == "paired" else None),
-            rng=jax.random.fold_in(jax.random.fold_in(seed_key, i), 1),
-            log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-            eval_every=config.eval_every, history=list(per_stage),
-            evaluate=lambda s: {f"eval/{k}": v for k, v in evaluate(s.params, s.batch_stats).items()
-                                if k != "per_class"})
-        state = loop.run_stage_loop(run, state, iterator, mesh, mngr, recorder)
-      finally:  # stop this stage's grain worker processes before the next stage starts its own
-        _close(iterator)
-    resume_step = None
-    faults.point("stage_end")  # the stage's final checkpoint exists, its evaluation does not
-    ev = evaluate(state.params, state.batch_stats)
-    recorder.write(offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
-    log.info("stage %d (%s): top-1 %.4f top-5 %.4f", i, spec.name, ev["top1"], ev["top5"])
-    per_stage.append({"stage": i, "data": spec.name, "steps": int(counts[i]),
-                      "mixup_alpha": spec.mixup_alpha, "reinit_head": spec.reinit_head,
-                      **{k: ev[k] for k in ("top1", "top5", "mean_per_class")}})
+  t, real, params, stats = build(config, workdir)
+  start = resume_point(t.mngr)
+  records, ev = list(start.records), None
+  for i in range(start.phase, len(t.phases)):
+    # The checkpoint is restored once, into its own phase; later phases start from the weights
+    # this process trains (restoring again would replay the finished phase instead of the next).
+    state = run_phase(t, i, params, stats, start if i == start.phase and start.step is not None
+                      else None, records)
+    faults.point("phase_end")  # the phase's final checkpoint exists, its evaluation does not
+    ev = t.evaluate(state.params, state.batch_stats)
+    t.recorder.write(t.offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
+    log.info("phase %d (%s): top-1 %.4f top-5 %.4f", i, t.phases[i].data, ev["top1"], ev["top5"])
+    records.append(phase_record(t, i, ev))
     params, stats = state.params, state.batch_stats
-  mngr.close()
-  results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
-             "shots": config.shots, "volume": config.volume, "model": config.model,
-             "num_classes": num_classes, "steps": counts, "stages": per_stage,
-             "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
-             "per_class": dict(zip(real.split.class_names, ev["per_class"])),
-             "config": to_dict(config)}
-  files.write_json(results_path, results)
-  return results
+  t.mngr.close()
+  return record_results(t, records, ev, real.split.class_names, results_path)
 
 
 def _domain(config) -> tuple[int, int]:

@@ -1,7 +1,7 @@
-"""Model, optimizer and train state for one training stage.
+"""Model, optimizer and train state for one training phase.
 
   model, params, stats = build_model(config, num_classes, domains)
-  tx = make_optimizer(config, stage_cfg, total_steps)
+  tx = make_optimizer(config, phase_cfg, total_steps)
   state = TrainState.create(params, stats, tx)
 
 Weight decay applies to leaves named `kernel` only (conv/dense weights), never to BatchNorm
@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from synth_jax import streams
 from synth_jax.errors import ConfigError
 
 
@@ -58,7 +59,7 @@ def build_model(config, num_classes: int, domains=("real",)):
     raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_s16, "
                       "vit_b16, vit_b32, vit_l16 or resnet:basic:1,1,1,1")
   if not config.init:
-    rng = jax.random.fold_in(jax.random.key(config.seed), 12345)
+    rng = streams.key(config.seed, "model_init")
     return variant.init(rng, num_classes=num_classes, domains=domains,
                         image_size=config.augment.resolution, **kw)
   loaders = {"torchvision": "from_torchvision", "timm": "from_timm", "hf": "from_hf",
@@ -77,19 +78,19 @@ def decay_mask(params) -> Any:
       lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def schedule(stage_cfg, total_steps: int, batch_scale: float = 1.0) -> optax.Schedule:
-  """Linear warmup to lr then cosine to 0 over `total_steps` optimizer updates."""
-  peak = float(stage_cfg.lr) * batch_scale
-  warmup = int(round(stage_cfg.warmup_fraction * total_steps))
+def schedule(phase_cfg, total_steps: int, batch_scale: float = 1.0) -> optax.Schedule:
+  """Linear warmup to the learning rate then cosine to 0 over `total_steps` optimizer updates."""
+  peak = float(phase_cfg.learning_rate) * batch_scale
+  warmup = int(round(phase_cfg.warmup_fraction * total_steps))
   if warmup >= total_steps:
     return optax.constant_schedule(peak)
   return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), 0.0)
 
 
-def make_optimizer(config, stage_cfg, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config, phase_cfg, total_steps: int) -> optax.GradientTransformation:
   """SGD+momentum or AdamW with warmup+cosine, decay on kernels only, optional accumulation."""
   k = max(1, int(config.grad_accum))
-  sched = schedule(stage_cfg, max(1, total_steps // k))
+  sched = schedule(phase_cfg, max(1, total_steps // k))
   if config.optimizer == "sgd":
     tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
                      optax.sgd(sched, momentum=config.momentum or None))

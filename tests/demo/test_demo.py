@@ -13,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_demo_runs_every_stage_and_resumes(tmp_path):
   env = {**os.environ, "SYNTH_JAX_NO_PROGRESS": "1", "XLA_FLAGS": ""}
   cmd = [sys.executable, "-m", "synth_jax.cli", "demo", f"--config.workdir={tmp_path}/demo",
-         "--config.images_per_class=2", "--config.steps=2", "--config.stage1_steps=5",
-         "--config.stage2_steps=10", "--config.methods=vanilla,bridged"]
+         "--config.images_per_class=2", "--config.steps=2", "--config.phase1_steps=5",
+         "--config.phase2_steps=10", "--config.methods=vanilla,bridged"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "untrained" in out.stdout
@@ -26,6 +26,6 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
   for name in ("accuracy.png", "contact_sheet.png", "generate/contact_sheet_nine.png"):
     assert (tmp_path / "demo" / name).stat().st_size > 0, name
   bridged = json.load(open(tmp_path / "demo" / "train" / "bridged" / "results.json"))
-  assert [s["data"] for s in bridged["stages"]] == ["synthetic", "real"]
+  assert [s["data"] for s in bridged["phases"]] == ["synthetic", "real"]
   again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert again.returncode == 0 and json.load(open(tmp_path / "demo" / "results.json")) == results

@@ -30,7 +30,7 @@ def _save(workdir, steps, width=4):
   for step in steps:
     next(it)
     loop.save(mngr, step, _state(width).replace(step=jnp.int32(step)),
-              {"stage": 0, "stage_step": step, "stage_done": False}, it)
+              {"phase": 0, "phase_step": step, "phase_done": False}, it)
   return mngr
 
 
@@ -43,7 +43,7 @@ def test_checkpoint_files_are_recorded_and_verified(tmp_path):
   for rel, entry in files.items():
     path = tmp_path / "checkpoints" / "2" / rel
     assert entry["size"] == path.stat().st_size
-  assert loop.read_meta(mngr, 2)["stage_step"] == 2  # verified, then read
+  assert loop.read_meta(mngr, 2)["phase_step"] == 2  # verified, then read
   restored = loop.restore(mngr, 2, _state(4))
   assert int(restored.step) == 2
 
@@ -61,7 +61,7 @@ def test_truncated_checkpoint_is_detected_and_named(tmp_path):
   assert "\n" not in msg and str(path) in msg and "truncated" in msg
   assert f"delete {tmp_path / 'checkpoints' / '2'} to resume from the checkpoint before it" in msg
   # The earlier complete checkpoint is untouched and still restores.
-  assert loop.read_meta(mngr, 1)["stage_step"] == 1
+  assert loop.read_meta(mngr, 1)["phase_step"] == 1
   assert int(loop.restore(mngr, 1, _state(4)).step) == 1
 
 
@@ -89,7 +89,7 @@ def test_old_records_are_pruned_with_their_checkpoints(tmp_path):
   mngr = loop.checkpoint_manager(str(tmp_path), 2)
   it = iter(grain.MapDataset.range(8).to_iter_dataset())
   for step in (1, 2, 3):
-    loop.save(mngr, step, _state(4), {"stage": 0, "stage_step": step, "stage_done": False}, it)
+    loop.save(mngr, step, _state(4), {"phase": 0, "phase_step": step, "phase_done": False}, it)
   assert sorted(json.loads((tmp_path / integrity.MANIFEST).read_text())) == ["2", "3"]
   assert sorted(mngr.all_steps()) == [2, 3]
 

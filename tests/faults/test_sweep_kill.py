@@ -1,6 +1,6 @@
 """Sweep kill -9 + rerun == uninterrupted: finished points are kept (not retrained), the killed
 point resumes from its checkpoint, and every point's weights and the report come out identical.
-(Train alone: tests/train/test_faults.py covers kill -9 in each stage and SIGTERM.)"""
+(Train alone: tests/train/test_faults.py covers kill -9 in each phase and SIGTERM.)"""
 import json
 import os
 import signal
@@ -47,7 +47,7 @@ def _params(point_dir):
 
 def _results(point_dir):
   res = json.loads((point_dir / "results.json").read_text())
-  return {k: res[k] for k in ("top1", "top5", "mean_per_class", "per_class", "steps", "stages")}
+  return {k: res[k] for k in ("top1", "top5", "mean_per_class", "per_class", "steps", "phases")}
 
 
 @pytest.mark.slow

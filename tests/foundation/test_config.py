@@ -65,6 +65,15 @@ def test_steps_from_units():
   import ml_collections
   c = ml_collections.ConfigDict({"s1_steps": None, "s1_epochs": 2, "s1_examples": None})
   assert config_lib.steps_from(c, "s1", examples_per_epoch=1000, batch_size=100) == 20
-  c.s1_steps = 5
-  with pytest.raises(ConfigError, match="only one"):
+  c.s1_examples = 450  # examples beat epochs (and round to the nearest step)
+  assert config_lib.steps_from(c, "s1", examples_per_epoch=1000, batch_size=100) == 4
+  c.s1_steps = 5       # steps beat both
+  assert config_lib.steps_from(c, "s1", examples_per_epoch=1000, batch_size=100) == 5
+  c.s1_steps = c.s1_examples = 0  # <= 0 means unset
+  assert config_lib.steps_from(c, "s1", examples_per_epoch=1000, batch_size=100) == 20
+  c.s1_epochs = None
+  with pytest.raises(ConfigError, match="no length is set"):
     config_lib.steps_from(c, "s1", examples_per_epoch=1000, batch_size=100)
+  c = ml_collections.ConfigDict({"steps": None, "epochs": 1, "examples": None})
+  with pytest.raises(ConfigError, match="epochs needs the dataset size"):
+    config_lib.steps_from(c, examples_per_epoch=None, batch_size=10)

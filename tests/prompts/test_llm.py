@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from synth_jax import config as config_lib
+from synth_jax import streams
 from synth_jax.errors import ConfigError, LLMError
 from synth_jax.prompts import llm
 
@@ -62,7 +63,9 @@ def test_http_backend_against_stub_server(stub, monkeypatch):
   assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer sk-test"
   assert first["body"]["model"] == "tiny-chat" and first["body"]["seed"] == 11
   assert first["body"]["messages"] == [{"role": "user", "content": "Write scenes for a boeing 747."}]
-  assert second["body"]["seed"] == 12 and "JSON list" in second["body"]["messages"][0]["content"]
+  # a retry draws its own seed from the request's (synth_jax.streams "llm_retry")
+  assert second["body"]["seed"] == streams.int_seed(11, "llm_retry", 1)
+  assert "JSON list" in second["body"]["messages"][0]["content"]
 
   _Stub.replies = [(500, {"error": "boom"})]
   with pytest.raises(LLMError, match=r"answered HTTP 500"):

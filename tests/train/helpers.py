@@ -26,9 +26,9 @@ def tiny_config(workdir, real, syn, method="vanilla", steps1=2, steps2=2, **over
   c.augment.min_scale = 0.6
   c.batch_size = 16
   c.eval_batch_size = 64
-  c.stage1.epochs, c.stage1.steps = None, steps1
-  c.stage2.epochs, c.stage2.steps = None, steps2
-  c.stage1.lr = c.stage2.lr = 0.05
+  c.phase1.epochs, c.phase1.steps = None, steps1
+  c.phase2.epochs, c.phase2.steps = None, steps2
+  c.phase1.learning_rate = c.phase2.learning_rate = 0.05
   c.log_every = 1
   c.checkpoint_every = 100
   c.keep_checkpoints = 10

@@ -50,7 +50,7 @@ def test_augment_overrides_from_the_cli_reach_the_pipeline(real, tmp_path, monke
 
   def first_batches(config):
     r, _, test = stage.open_data(config, False)
-    ds, _ = stage.stage_dataset(config, stage.plan(config)[0], 0, r, None)
+    ds, _ = stage.phase_dataset(config, stage.plan(config)[0], 0, r, None)
     ev = pipeline.make_eval_dataset(test, 8, augment=config.augment.to_dict())
     out = []
     for it in (iter(ds), iter(ev)):

@@ -37,7 +37,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.slow
-def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
+def test_kill9_in_each_phase_then_rerun_equals_uninterrupted(data, tmp_path):
   real, syn = data
   kw = dict(method="bridged++", steps1=4, steps2=4, checkpoint_every=2)
   runs.run_stage("train", stage.train, helpers.tiny_config(tmp_path / "ref", real, syn, **kw))
@@ -45,7 +45,7 @@ def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
   cmd = [sys.executable, "-m", "synth_jax.cli", "train", "--config", helpers.BASE + ":method=bridged++"]
   cmd += [f"--config.{k}={v}" for k, v in _flat(cfg).items()]
   env = dict(os.environ, SYNTH_JAX_NO_PROGRESS="1")
-  # 3rd step of stage 1 (checkpoint at 2), then the 5th hit: stage 2 step 3 (checkpoint at 4+2).
+  # 3rd step of phase 1 (checkpoint at 2), then the 5th hit: phase 2 step 3 (checkpoint at 4+2).
   for kill_at, after in (("train_step:3", 2), ("train_step:5", 6)):
     p = subprocess.run(cmd, env=dict(env, SYNTH_JAX_KILL_AT=kill_at), capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
@@ -54,16 +54,16 @@ def test_kill9_in_each_stage_then_rerun_equals_uninterrupted(data, tmp_path):
   assert p.returncode == 0, p.stderr[-2000:]
   step, meta, got = _final_params(tmp_path / "killed")
   ref_step, _, want = _final_params(tmp_path / "ref")
-  assert step == ref_step == 8 and meta["stage"] == 1 and meta["stage_done"]
+  assert step == ref_step == 8 and meta["phase"] == 1 and meta["phase_done"]
   _assert_same(got, want)
-  # The last run trained only part of stage 1; results.json still reports both stages.
+  # The last run trained only part of phase 1; results.json still reports both phases.
   results = [json.load(open(tmp_path / d / "results.json")) for d in ("killed", "ref")]
-  assert [s["stage"] for s in results[0]["stages"]] == [0, 1]
-  assert results[0]["stages"] == results[1]["stages"]
+  assert [s["phase"] for s in results[0]["phases"]] == [0, 1]
+  assert results[0]["phases"] == results[1]["phases"]
 
 
 class _Killed(BaseException):
-  """Stands in for SIGKILL in-process: the same files on disk, no handler in the stage catches it."""
+  """Stands in for SIGKILL in-process: the same files on disk, no handler in the trainer catches it."""
 
 
 def _kill_at(monkeypatch, name, n):
@@ -78,27 +78,27 @@ def _kill_at(monkeypatch, name, n):
 
 
 @pytest.mark.slow
-def test_killed_at_stage_boundary_then_rerun_trains_stage2(data, tmp_path, monkeypatch):
-  # Killed after stage 0's final checkpoint, before its evaluation and before any stage-1
-  # checkpoint, twice: each rerun must restore that checkpoint once and go on to train stage 1.
+def test_killed_at_phase_boundary_then_rerun_trains_phase2(data, tmp_path, monkeypatch):
+  # Killed after phase 0's final checkpoint, before its evaluation and before any phase-1
+  # checkpoint, twice: each rerun must restore that checkpoint once and go on to train phase 1.
   real, syn = data
   kw = dict(method="bridged++", steps1=4, steps2=4, checkpoint_every=2)
   ref = runs.run_stage("train", stage.train, helpers.tiny_config(tmp_path / "ref", real, syn, **kw))
   cfg = helpers.tiny_config(tmp_path / "run", real, syn, **kw)
-  for name in ("stage_end", "train_step"):  # the rerun's first train_step is stage 1's first
+  for name in ("phase_end", "train_step"):  # the rerun's first train_step is phase 1's first
     _kill_at(monkeypatch, name, 1)
     with pytest.raises(_Killed):
       runs.run_stage("train", stage.train, cfg)
     step, meta, _ = _final_params(tmp_path / "run")
-    assert (step, meta["stage"], meta["stage_done"]) == (4, 0, True)
+    assert (step, meta["phase"], meta["phase_done"]) == (4, 0, True)
     monkeypatch.undo()
   got = runs.run_stage("train", stage.train, cfg)
   step, meta, params = _final_params(tmp_path / "run")
-  assert (step, meta["stage"], meta["stage_done"]) == (8, 1, True)
+  assert (step, meta["phase"], meta["phase_done"]) == (8, 1, True)
   _assert_same(params, _final_params(tmp_path / "ref")[2])
-  # results.json reports both stages, stage 0's re-evaluated from its checkpoint, as uninterrupted.
-  assert [s["stage"] for s in got["stages"]] == [0, 1]
-  assert got["stages"] == ref["stages"] and got["top1"] == ref["top1"]
+  # results.json reports both phases, phase 0's re-evaluated from its checkpoint, as uninterrupted.
+  assert [s["phase"] for s in got["phases"]] == [0, 1]
+  assert got["phases"] == ref["phases"] and got["top1"] == ref["top1"]
 
 
 def _flat(cfg):
@@ -108,8 +108,8 @@ def _flat(cfg):
     out[k] = cfg[k]
   for k in ("resolution", "min_scale"):
     out[f"augment.{k}"] = cfg.augment[k]
-  for s in ("stage1", "stage2"):
-    out[f"{s}.steps"], out[f"{s}.lr"] = cfg[s].steps, cfg[s].lr
+  for s in ("phase1", "phase2"):
+    out[f"{s}.steps"], out[f"{s}.learning_rate"] = cfg[s].steps, cfg[s].learning_rate
   return out
 
 
@@ -129,7 +129,7 @@ def test_sigterm_saves_and_rerun_equals_uninterrupted(data, tmp_path, monkeypatc
   with pytest.raises(runs.Preempted, match="step 3"):
     runs.run_stage("train", stage.train, cfg)
   step, meta, _ = _final_params(tmp_path / "run")
-  assert step == 3 and not meta["stage_done"]
+  assert step == 3 and not meta["phase_done"]
   assert not (tmp_path / "run" / "results.json").exists()
   monkeypatch.undo()
   runs.run_stage("train", stage.train, cfg)
@@ -152,5 +152,5 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data, tmp_path,
   with pytest.raises(TrainingError, match=r"step 4 .*last good checkpoint: step 2"):
     runs.run_stage("train", stage.train, cfg)
   step, meta, params = _final_params(tmp_path / "run")
-  assert step == 2 and meta["stage_step"] == 2
+  assert step == 2 and meta["phase_step"] == 2
   assert all(np.isfinite(v).all() for v in params.values())

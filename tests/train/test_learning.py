@@ -11,7 +11,7 @@ from tests.train import helpers
 def test_digits_vanilla_reaches_95_percent(tmp_path):
   real, syn = helpers.write_data(tmp_path / "data")
   cfg = helpers.tiny_config(tmp_path / "run", real, syn, steps2=300, batch_size=32, log_every=100)
-  cfg.stage2.lr = 0.1
+  cfg.phase2.learning_rate = 0.1
   cfg.augment.flip = False       # a mirrored digit is another digit (or none)
   cfg.augment.min_scale = 0.8
   result = runs.run_stage("train", stage.train, cfg)

@@ -1,4 +1,4 @@
-"""Method semantics: bridged head reinit, Mixup per stage, mix ratio, AuxBN evaluation."""
+"""Method semantics: bridged head reinit, Mixup per phase, mix ratio, AuxBN evaluation."""
 import json
 
 import jax
@@ -18,8 +18,8 @@ def data(tmp_path_factory):
 
 def test_plan_defaults():
   c = helpers.tiny_config("/tmp/unused", "", "", method="bridged")
-  # Issue 9's bridged: stage-1 Mixup on, stage-2 Mixup off, head re-initialised before stage 2.
-  assert [(s.name, s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [
+  # Issue 9's bridged: phase-1 Mixup on, phase-2 Mixup off, head re-initialised before phase 2.
+  assert [(s.data, s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [
       ("synthetic", 0.2, False), ("real", 0.0, True)]
   c.method = "bridged++"  # the paper's name for the same plan
   assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.2, False), (0.0, True)]
@@ -27,21 +27,21 @@ def test_plan_defaults():
   assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.0, False), (0.0, False)]
   c.method = "bridged_fc"
   assert [(s.mixup_alpha, s.reinit_head) for s in stage.plan(c)] == [(0.0, False), (0.0, True)]
-  c.stage1.mixup_alpha = 0.0  # explicit settings win over the method's defaults
+  c.phase1.mixup_alpha = 0.0  # explicit settings win over the method's defaults
   c.method = "bridged"
   assert stage.plan(c)[0].mixup_alpha == 0.0
-  c.stage1.mixup_alpha = None
-  c.stage2.mixup_alpha = 0.4
+  c.phase1.mixup_alpha = None
+  c.phase2.mixup_alpha = 0.4
   assert stage.plan(c)[1].mixup_alpha == 0.4
   c.method = "auxbn"
-  assert [s.name for s in stage.plan(c)] == ["paired"]
+  assert [s.data for s in stage.plan(c)] == ["paired"]
 
 
-def test_bridged_reinits_only_head_and_mixup_stage1_only(data, tmp_path, monkeypatch):
+def test_bridged_reinits_only_head_and_mixup_phase1_only(data, tmp_path, monkeypatch):
   real, syn = data
   cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="bridged")
   seen, made = [], []
-  orig_loop, orig_make = loop.run_stage_loop, steps_lib.make_train_step
+  orig_loop, orig_make = loop.run_phase, steps_lib.make_train_step
 
   def spy_loop(run, state, *a, **k):
     seen.append((run.index, jax.device_get(state.params)))
@@ -53,14 +53,14 @@ def test_bridged_reinits_only_head_and_mixup_stage1_only(data, tmp_path, monkeyp
     made.append(k)
     return orig_make(*a, **k)
 
-  monkeypatch.setattr(loop, "run_stage_loop", spy_loop)
+  monkeypatch.setattr(loop, "run_phase", spy_loop)
   monkeypatch.setattr(steps_lib, "make_train_step", spy_make)
   result = runs.run_stage("train", stage.train, cfg)
   assert [m["mixup_alpha"] for m in made] == [0.2, 0.0]
   (_, start1), (_, end1), (_, start2), _ = seen
   # Stage 1 trained the whole network (including the head) ...
   assert not np.allclose(start1["head"]["kernel"], end1["head"]["kernel"])
-  # ... and between the stages only the head changed: a fresh torch.nn.Linear-style head.
+  # ... and between the phases only the head changed: a fresh torch.nn.Linear-style head.
   f_end, f_start = weights.flatten(end1), weights.flatten(start2)
   assert set(f_end) == set(f_start)
   changed = sorted(k for k in f_end if not np.array_equal(f_end[k], f_start[k]))
@@ -68,7 +68,7 @@ def test_bridged_reinits_only_head_and_mixup_stage1_only(data, tmp_path, monkeyp
   assert np.all(f_start["head/bias"] == 0)
   lim = 1 / np.sqrt(f_start["head/kernel"].shape[0])
   assert np.abs(f_start["head/kernel"]).max() <= lim
-  assert [s["reinit_head"] for s in result["stages"]] == [False, True]
+  assert [s["reinit_head"] for s in result["phases"]] == [False, True]
   assert json.load(open(tmp_path / "run" / "results.json"))["top1"] == result["top1"]
 
 
@@ -76,7 +76,7 @@ def test_mix_honours_ratio(data, tmp_path):
   real, syn = data
   cfg = helpers.tiny_config(tmp_path, real, syn, method="mix", mix_ratio=0.25)
   r, s, _ = stage.open_data(cfg, True)
-  ds, _ = stage.stage_dataset(cfg, stage.plan(cfg)[0], 0, r, s)
+  ds, _ = stage.phase_dataset(cfg, stage.plan(cfg)[0], 0, r, s)
   it = iter(ds)
   domains = np.concatenate([next(it)["domain"] for _ in range(16)])
   assert abs(domains.mean() - 0.25) < 0.04, domains.mean()
@@ -91,7 +91,7 @@ def test_auxbn_trains_both_domains_and_evaluates_on_real(data, tmp_path):
   two, params, stats = models.ResNetVariant("basic:1,1,1,1").init(
       jax.random.key(0), num_classes=10, domains=("real", "synthetic"), image_size=16)
   from synth_jax.train.state import TrainState
-  tx = stage.state_lib.make_optimizer(cfg, cfg.stage2, 3)
+  tx = stage.state_lib.make_optimizer(cfg, cfg.phase2, 3)
   st = loop.restore(mngr, mngr.latest_step(), TrainState.create(params, stats, tx))
   mean = st.batch_stats["bn1"]["mean"]
   assert mean.shape[0] == 2 and not np.allclose(mean[0], mean[1])  # per-domain statistics
@@ -119,7 +119,7 @@ def test_optimizer_decay_mask_and_accumulation():
   assert state_lib.decay_mask(params) == {"conv1": {"kernel": True}, "bn1": {"scale": False, "bias": False},
                                           "head": {"kernel": True, "bias": False}}
   cfg = ml_collections.ConfigDict(dict(grad_accum=2, optimizer="sgd", weight_decay=0.1, momentum=0.9))
-  tx = state_lib.make_optimizer(cfg, ml_collections.ConfigDict(dict(lr=1.0, warmup_fraction=0.0)), 4)
+  tx = state_lib.make_optimizer(cfg, ml_collections.ConfigDict(dict(learning_rate=1.0, warmup_fraction=0.0)), 4)
   zero = jax.tree.map(jnp.zeros_like, params)
   opt = tx.init(params)
   upd, opt = tx.update(zero, opt, params)        # micro-step 1: nothing applied yet

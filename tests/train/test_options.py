@@ -21,7 +21,7 @@ def data(tmp_path_factory):
 def _first_step_reference(cfg):
   """The trainer's first batch and, from the same init, logits and gradients (one process)."""
   real, _, _ = stage.open_data(cfg, False)
-  it = iter(stage.stage_dataset(cfg, stage.plan(cfg)[0], 0, real, None)[0])
+  it = iter(stage.phase_dataset(cfg, stage.plan(cfg)[0], 0, real, None)[0])
   batch = next(it)
   stage._close(it)
   model, params, stats = state_lib.build_model(cfg, 10, ("real",))
@@ -42,7 +42,7 @@ def test_adamw_label_smoothing_shots_eval_every_and_metrics(data, tmp_path):
   cfg = helpers.tiny_config(tmp_path / "run", real_dir, syn, optimizer="adamw",
                             label_smoothing=0.2, weight_decay=0.05, shots=3, eval_every=2,
                             checkpoint_every=1)
-  cfg.stage2.steps, cfg.stage2.epochs, cfg.stage2.warmup_fraction = None, 2, 0.0
+  cfg.phase2.steps, cfg.phase2.epochs, cfg.phase2.warmup_fraction = None, 2, 0.0
   result = runs.run_stage("train", stage.train, cfg)
 
   # Few-shot: 3 images per class -> 30 examples per epoch; 2 epochs at batch 16 = round(3.75).
@@ -75,7 +75,7 @@ def test_adamw_label_smoothing_shots_eval_every_and_metrics(data, tmp_path):
   decay = [t for k, t in tensors.items() if k.endswith("kernel")]
   rest = [t for k, t in tensors.items() if not k.endswith("kernel")]
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                           {"params": rest, "weight_decay": 0.0}], lr=cfg.stage2.lr,
+                           {"params": rest, "weight_decay": 0.0}], lr=cfg.phase2.learning_rate,
                           betas=(0.9, 0.999), eps=1e-8)
   for k, t in tensors.items():
     t.grad = torch.tensor(np.array(grads[k]))

@@ -36,8 +36,8 @@ def _fake_train(calls):
 
 
 def test_parse_axes_and_errors():
-  assert sweep_lib.parse_axes(["method=a,b", "--config.stage2.lr=0.1, 0.01"]) == [
-      ("method", ["a", "b"]), ("stage2.lr", ["0.1", "0.01"])]
+  assert sweep_lib.parse_axes(["method=a,b", "--config.phase2.learning_rate=0.1, 0.01"]) == [
+      ("method", ["a", "b"]), ("phase2.learning_rate", ["0.1", "0.01"])]
   for bad in (["method"], ["=a"], ["seed="], ["seed=0", "seed=1"]):
     with pytest.raises(ConfigError):
       sweep_lib.parse_axes(bad)
@@ -97,7 +97,7 @@ def test_paper_numbers_beside_cells_and_failed_points(tmp_path):
 
 def test_print_only_lines_load_the_exact_point_config(tmp_path, capsys):
   calls = []
-  sweep_lib.sweep(_config(tmp_path), ["method=vanilla,bridged++", "stage2.lr=0.5"], print_only=True,
+  sweep_lib.sweep(_config(tmp_path), ["method=vanilla,bridged++", "phase2.learning_rate=0.5"], print_only=True,
                   train_fn=_fake_train(calls))
   lines = capsys.readouterr().out.strip().splitlines()
   assert calls == [] and len(lines) == 2
@@ -105,8 +105,8 @@ def test_print_only_lines_load_the_exact_point_config(tmp_path, capsys):
   spec = lines[1].split("--config ", 1)[1].strip("'")
   assert os.path.isabs(spec) and "configs/train/from_json.py:" in spec  # runnable from any cwd
   cfg = config_lib.load_config(spec)
-  assert cfg.method == "bridged++" and cfg.stage2.lr == 0.5
-  assert cfg.workdir.endswith("method=bridged++,stage2.lr=0.5")
+  assert cfg.method == "bridged++" and cfg.phase2.learning_rate == 0.5
+  assert cfg.workdir.endswith("method=bridged++,phase2.learning_rate=0.5")
 
 
 @pytest.mark.slow
