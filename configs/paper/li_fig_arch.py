@@ -1,9 +1,11 @@
 """Li et al., cross-architecture figure (radar plots): ResNet-50, ViT-B/16, ViT-L/16, 4-shot and
 full-shot, vanilla vs Bridged++ with DSI on DTD, Flowers and Caltech-101.
 
-  synth-jax sweep --config configs/paper/li_fig_arch.py --config.workdir=runs/li_arch \
-      --config.init=... --config.init_format=timm      # one init per model: run one model at a time
-      # e.g. --sweep "model=vit_b16" --sweep "method=vanilla,bridged++" --sweep "shots=4,-1" ...
+  synth-jax sweep --config configs/paper/li_fig_arch.py --config.workdir=runs/li_arch
+
+Weights: each model point reads its checkpoint from common.CHECKPOINTS (torchvision ResNet-50,
+timm augreg ViT-B/16 and ViT-L/16 under ~/weights/); another file for one model:
+--config.sweep_tied.model.vit_b16.init=PATH.
 
 Pretrained checkpoints used by the paper: NOT FOUND. The fifth architecture: NOT FOUND.
 Per-architecture numbers: NOT FOUND (radar plots only). The text gives average improvements of

@@ -6,7 +6,8 @@ transfer and the bridged-transfer ablation (+ FC Reinit, + FC Reinit & Mixup = B
 
 Needs: the real datasets (synth_jax.data.registry names, on each entry's splits; aircraft/cars are
 built from your downloads in ~/downloads/aircraft, ~/downloads/cars: --config.manual_dir),
-ImageNet-pretrained ResNet-18 weights (--config.init=resnet18.pth), and a synthetic set per
+ImageNet-pretrained ResNet-18 weights (torchvision's ~/weights/resnet18-f37072fd.pth, see
+common.CHECKPOINTS, or --config.init=PATH), and a synthetic set per
 dataset at runs/synthetic/<dataset> (1k images per class, single template "a photo of a {class}",
 from `synth-jax generate`). Backbone: the sources imply ResNet-18 for this
 table (not stated for these cells). Training hyperparameters are NOT in the paper: ours (base.py).

@@ -74,7 +74,9 @@ def get_config(arg=None):
       randaugment_magnitude=9.0, crop_pct=0.875, uint8=True))
   # Model.
   c.model = a.model              # resnet18..152, vit_s16/b16/b32/l16, or resnet:basic:1,1,1,1
-  c.init = a.init                # pretrained weights file/folder ('' = random init)
+  # Pretrained weights file/folder. '' refuses to train (both papers fine-tune ImageNet-pretrained
+  # models; a silent random init gives a number that means nothing); "scratch" = random init.
+  c.init = a.init
   c.init_format = "torchvision"  # torchvision | timm | hf | big_vision
   c.bf16 = False                 # bfloat16 compute (params, BN stats and loss stay float32)
   c.fsdp = False                 # shard large params over the mesh's fsdp axis
@@ -97,6 +99,7 @@ def get_config(arg=None):
   if a.smoke:  # digits at 32 px on CPU: a tiny ResNet
     c.dataset = c.dataset or "digits"
     c.model = "resnet:basic:1,1,1,1"
+    c.init = c.init or "scratch"  # ours: a tiny CPU demo has no pretrained weights to start from
     c.augment.resolution = 32
     c.augment.min_scale = 0.6
     c.augment.flip = False

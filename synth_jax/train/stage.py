@@ -249,6 +249,7 @@ def build(config, workdir: str):
   """(Trainer, real Stream, params, batch_stats): everything before the first phase runs."""
   from synth_jax.data import pipeline
   phases = plan(config)
+  state_lib.check_init(config)  # before any data is opened: no silent random init
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(mesh, config.batch_size)
   sharding.check_batch(mesh, config.eval_batch_size, "eval_batch_size")

@@ -9,6 +9,7 @@ scale/bias, biases or embeddings: the usual fine-tuning recipe (Goyal et al.; ti
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax
@@ -45,9 +46,36 @@ class TrainState:
     return cls(step=step, params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
+SCRATCH = "scratch"  # config.init value that asks for random weights (never the empty default)
+INIT_FORMATS = {"torchvision": "from_torchvision", "timm": "from_timm", "hf": "from_hf",
+                "big_vision": "from_big_vision"}
+
+
+def check_init(config) -> None:
+  """Transfer needs pretrained weights: an empty config.init is an error, not random weights.
+
+  Both papers fine-tune ImageNet-pretrained models (facts.md 1.5); a run that silently starts from
+  random weights finishes and reports a number that means nothing. `init=scratch` says it on purpose.
+  """
+  init = str(config.get("init") or "")
+  if not init:
+    raise ConfigError("config.init is empty: pass the pretrained weights, --config.init=PATH "
+                      "(with --config.init_format=torchvision|timm|hf|big_vision), or "
+                      "--config.init=scratch to train from random weights on purpose")
+  if init == SCRATCH:
+    return
+  if config.init_format not in INIT_FORMATS:
+    raise ConfigError(f"config.init_format={config.init_format!r} is unknown; use one of "
+                      f"{sorted(INIT_FORMATS)}")
+  if not os.path.exists(os.path.expanduser(init)):
+    raise ConfigError(f"config.init={init!r} does not exist; pass the {config.init_format} "
+                      "checkpoint file/folder, or --config.init=scratch for random weights")
+
+
 def build_model(config, num_classes: int, domains=("real",)):
   """config.model (+ config.init weights) -> (model, params, batch_stats)."""
   from synth_jax import models
+  check_init(config)
   kw = {"dtype": jnp.bfloat16} if config.bf16 else {}
   name = config.model
   if name.startswith("resnet:"):  # custom stage sizes, e.g. resnet:basic:1,1,1,1 (tests, smoke)
@@ -58,18 +86,17 @@ def build_model(config, num_classes: int, domains=("real",)):
   else:
     raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_s16, "
                       "vit_b16, vit_b32, vit_l16 or resnet:basic:1,1,1,1")
-  if not config.init:
+  if config.init == SCRATCH:
     rng = streams.key(config.seed, "model_init")
     return variant.init(rng, num_classes=num_classes, domains=domains,
                         image_size=config.augment.resolution, **kw)
-  loaders = {"torchvision": "from_torchvision", "timm": "from_timm", "hf": "from_hf",
-             "big_vision": "from_big_vision"}
-  loader = getattr(variant, loaders.get(config.init_format, "?"), None)
+  loader = getattr(variant, INIT_FORMATS[config.init_format], None)
   if loader is None:
     raise ConfigError(f"config.init_format={config.init_format!r} is not available for "
-                      f"{name}; use one of {sorted(loaders)} that the model supports")
+                      f"{name}; use one of {sorted(INIT_FORMATS)} that the model supports")
+  init = os.path.expanduser(config.init)
   # The pretrained head has the wrong width: a fresh one (keep_head=False) of num_classes.
-  return loader(config.init, num_classes=num_classes, domains=domains, keep_head=False, **kw)
+  return loader(init, num_classes=num_classes, domains=domains, keep_head=False, **kw)
 
 
 def decay_mask(params) -> Any:

@@ -7,7 +7,7 @@
 Axes are `key=v1,v2,...` (dotted keys allowed, values typed like `--config.KEY=VALUE`); without
 --sweep the config's own `sweep_axes` (a tuple of such strings, set by configs/paper/*) are used.
 A string field may name an axis in braces (`synthetic="runs/syn/{dataset}"`): it is filled
-per point. Points run sequentially under `<workdir>/points/<key=value,...>/`; a point whose results.json
+per point; `sweep_tied` lists settings that follow an axis value (each model its checkpoint). Points run sequentially under `<workdir>/points/<key=value,...>/`; a point whose results.json
 exists is skipped, so a rerun after a crash or preemption continues where it stopped. With
 --print-only each point's config is written as JSON and one launch line per point is printed
 (for a pod: run the lines anywhere, then rerun the sweep to collect). At the end the sweep writes
@@ -66,10 +66,22 @@ def points(config, axes) -> list[tuple[tuple[tuple[str, str], ...], config_lib.C
     cfg = copy.deepcopy(config)
     for k, v in point:
       config_lib.apply_override(cfg, f"{k}={v}")
+    apply_tied(cfg, dict(point))
     _fill_templates(cfg, {k.rsplit(".", 1)[-1]: v for k, v in point})
     cfg.workdir = os.path.join(root, "points", point_name(point))
     out.append((point, cfg))
   return out
+
+
+def apply_tied(cfg, values: dict) -> None:
+  """Settings that follow an axis value: `sweep_tied = {"model": {"vit_b16": {"init": ...,
+  "init_format": "timm"}}}` sets init and init_format wherever model=vit_b16 (a checkpoint per
+  architecture). A value the table does not list keeps the config's own settings."""
+  tied = cfg.get("sweep_tied", None) or {}
+  for key, value in values.items():
+    table = tied.get(key.rsplit(".", 1)[-1], None) or {}
+    for k, v in dict(table.get(str(value), None) or {}).items():
+      config_lib.apply_override(cfg, f"{k}={v}")
 
 
 def _fill_templates(cfg, values: dict) -> None:

@@ -22,6 +22,7 @@ def tiny_config(workdir, real, syn, method="vanilla", steps1=2, steps2=2, **over
   c.workdir = str(workdir)
   c.dataset, c.synthetic = real, syn
   c.model = "resnet:basic:1,1,1,1"
+  c.init = "scratch"
   c.augment.resolution = 16
   c.augment.min_scale = 0.6
   c.batch_size = 16

@@ -1,0 +1,42 @@
+"""Issue 17: the defaults that made a paper run silently wrong (one test per point at least)."""
+import os
+
+import pytest
+
+from synth_jax import config as config_lib
+from synth_jax.errors import ConfigError
+from synth_jax.train import stage, state as state_lib, sweep as sweep_lib
+from tests.train import helpers
+
+PAPER = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "paper")
+
+
+# ---- (2) no silent random init -------------------------------------------------------------------
+def test_empty_init_refuses_to_train_before_reading_data(tmp_path):
+  c = config_lib.load_config(helpers.BASE + ":method=vanilla", [f"workdir={tmp_path}"])
+  c.dataset = str(tmp_path / "no_such_dataset")  # never opened: the init error comes first
+  with pytest.raises(ConfigError, match=r"config.init is empty.*init=scratch"):
+    stage.build(c, str(tmp_path))
+
+
+def test_missing_checkpoint_and_explicit_scratch(tmp_path):
+  c = config_lib.load_config(helpers.BASE + ":init=~/nope/resnet18.pth",
+                             ["model=resnet:basic:1,1,1,1"])
+  with pytest.raises(ConfigError, match=r"config.init='~/nope/resnet18.pth' does not exist"):
+    state_lib.build_model(c, 10)
+  c.init = "scratch"  # said on purpose: accepted (every tiny train test then inits randomly)
+  state_lib.check_init(c)
+  c.init, c.init_format = str(tmp_path), "onnx"
+  with pytest.raises(ConfigError, match="init_format='onnx' is unknown"):
+    state_lib.check_init(c)
+
+
+def test_paper_configs_name_their_checkpoint(tmp_path):
+  for name in ("li_table_main.py", "li_fig_arch.py", "yu_imagenet_scale.py"):
+    c = config_lib.load_config(os.path.join(PAPER, name), [f"workdir={tmp_path}"])
+    for point, cfg in sweep_lib.points(c, sweep_lib.parse_axes(c.sweep_axes)):
+      assert cfg.init.startswith("~/weights/") and cfg.init != "scratch", (name, point)
+      want = "timm" if cfg.model.startswith("vit") else "torchvision"
+      assert cfg.init_format == want, (name, point, cfg.init_format)
+      with pytest.raises(ConfigError, match="does not exist"):  # no weights here: one line
+        state_lib.check_init(cfg)
