@@ -117,6 +117,11 @@ def _settings(config) -> str:
   return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
 
 
+def _per_class(config) -> bool:
+  # finetune shares this loader; it has no per-class tokens and so no such key
+  return bool(config.get("per_class", False))
+
+
 def load(config, pipe, mesh, workdir: str) -> InversionData:
   cache = os.path.join(workdir, "latents.npz")
   if os.path.exists(cache):
@@ -126,7 +131,7 @@ def load(config, pipe, mesh, workdir: str) -> InversionData:
         raise ConfigError(f"{cache} was encoded with {str(z['settings'])}, not "
                           f"{_settings(config)}; use a new --config.workdir or delete it")
       return InversionData(z["mean"], z["std"], z["labels"], [str(n) for n in z["class_names"]],
-                           bool(config.per_class))
+                           _per_class(config))
   images, labels, names = _read_images(config)
   views = [images, images[:, :, ::-1]] if config.flip else [images]
   encode = jax.jit(lambda p, x: pipe.vae.apply({"params": p}, x.astype(pipe.dtype),
@@ -149,4 +154,4 @@ def load(config, pipe, mesh, workdir: str) -> InversionData:
   files.write_bytes(cache, buf.getvalue())
   log.info("encoded %d real images (%d views) to latents %s", len(labels), len(views),
            mean.shape[2:])
-  return InversionData(mean, std, labels, names, bool(config.per_class))
+  return InversionData(mean, std, labels, names, _per_class(config))

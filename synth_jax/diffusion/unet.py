@@ -106,6 +106,9 @@ class UNet2DConditionModel(nn.Module):
   config: UNetConfig
   dtype: Any = jnp.float32
   attention_impl: str | None = "xla"
+  # recompute each down/mid/up block's activations in the backward pass (training memory);
+  # parameter names are unchanged
+  remat: bool = False
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | UNetConfig, dtype=jnp.float32,
@@ -126,22 +129,25 @@ class UNet2DConditionModel(nn.Module):
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_1")(temb.astype(dt))
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_2")(nn.silu(temb))
     context = encoder_hidden_states.astype(dt)
+    wrap = nn.remat if self.remat else (lambda m: m)
+    down_block, mid_block, up_block = (wrap(b) for b in (blocks.DownBlock, blocks.MidBlock,
+                                                         blocks.UpBlock))
 
     x = blocks.conv(channels[0], dt, "conv_in")(sample.astype(dt))
     skips = [x]
     for i, kind in enumerate(c.down_block_types):
-      x, out = blocks.DownBlock(
+      x, out = down_block(
           channels[i], c.layers_per_block, add_downsample=i < len(channels) - 1,
           cross_attention=_DOWN[kind], heads=c.heads[i], transformer_layers=c.transformer_layers[i],
           downsample_padding=c.downsample_padding, name=f"down_blocks_{i}", **common)(
               x, temb, context)
       skips += out
-    x = blocks.MidBlock(channels[-1], heads=c.heads[-1], transformer_layers=c.transformer_layers[-1],
+    x = mid_block(channels[-1], heads=c.heads[-1], transformer_layers=c.transformer_layers[-1],
                         name="mid_block", **common)(x, temb, context)
     heads, layers = c.heads[::-1], c.transformer_layers[::-1]
     for i, kind in enumerate(c.up_block_types):
       n = c.layers_per_block + 1
-      x = blocks.UpBlock(
+      x = up_block(
           channels[::-1][i], n, add_upsample=i < len(channels) - 1, cross_attention=_UP[kind],
           heads=heads[i], transformer_layers=layers[i], name=f"up_blocks_{i}", **common)(
               x, skips[-n:], temb, context)
