@@ -33,7 +33,7 @@ def get_config(arg=None):
   # What to generate.
   c.prompts_path = a.prompts        # prompts.json (`synth-jax prompts`); '' = class_names+template
   c.class_names = a.classes         # a text file (one class per line), "a,b,c", or a list
-  c.template = "a photo of a {}"
+  c.template = "a good photo of the {}"  # Li et al.'s single template (facts.md 1.3)
   c.classes = []                    # a subset of class names to generate ([] = all)
   # {kind: weight} over prompts.json kinds (template, cd, sd, dsi): a kind is drawn by weight, then
   # one of its prompts uniformly; a kind missing from the dict weighs 0. None = the weights the

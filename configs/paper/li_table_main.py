@@ -7,9 +7,10 @@ transfer and the bridged-transfer ablation (+ FC Reinit, + FC Reinit & Mixup = B
 Needs: the real datasets (synth_jax.data.registry names, on each entry's splits; aircraft/cars are
 built from your downloads in ~/downloads/aircraft, ~/downloads/cars: --config.manual_dir),
 ImageNet-pretrained ResNet-18 weights (torchvision's ~/weights/resnet18-f37072fd.pth, see
-common.CHECKPOINTS, or --config.init=PATH), and a synthetic set per
-dataset at runs/synthetic/<dataset> (1k images per class, single template "a photo of a {class}",
-from `synth-jax generate`). Backbone: the sources imply ResNet-18 for this
+common.CHECKPOINTS, or --config.init=PATH), and a synthetic set per dataset at
+runs/synthetic/<dataset>_template (1k images per class, Li's single template "a good photo of the
+{class}" (facts.md 1.3), the default of configs/generate/base.py and configs/prompts/base.py; the
+same set li_table_dsi's "template" cells read). Backbone: the sources imply ResNet-18 for this
 table (not stated for these cells). Training hyperparameters are NOT in the paper: ours (base.py).
 
 Paper numbers (top-1 %, facts.md 1.7), beside our cells in results.md:
@@ -40,4 +41,4 @@ def get_config(arg=None):
       arg or "model=resnet18", title="Li et al., main table (full-shot, ResNet-18)",
       axes=["method=vanilla,mix,bridged_plain,bridged_fc,bridged++", "dataset=" + ",".join(common.LI_DATASETS),
             "seed=0,1,2"],
-      numbers=NUMBERS, workdir="runs/paper/li_table_main")
+      numbers=NUMBERS, synthetic="runs/synthetic/{dataset}_template", workdir="runs/paper/li_table_main")

@@ -1,6 +1,6 @@
 """Config for `synth-jax prompts`: class names -> prompts.json for `synth-jax generate`.
 
-    # Templates only (Li et al.'s baseline uses family "li": "a good photo of the {}."):
+    # Templates only (default family "li": Li et al.'s "a good photo of the {}."):
     synth-jax prompts --config configs/prompts/base.py:classes=classes.txt --config.workdir=runs/p
     # A registry dataset's names with its suffix ("..., a type of car.") plus DSI prompts:
     synth-jax prompts --config configs/prompts/base.py:dataset=cars,strategies=template+dsi \
@@ -12,7 +12,7 @@ llm=answers.json --config.workdir=runs/p
 `arg` keys: classes (text file or "a,b"), folder (root/<class>/*.jpg), dataset (registry name,
 tfds name or dataset dir), strategies ("+"-joined subset of template, cd, sd, dsi), llm (a .json
 answers file, an HF causal-LM folder, or an http(s) base URL), clip (for disambiguation), seed.
-OUR defaults (neither paper gives them): 8 contexts per class, the style list
+Sourced default: the template family "li" (facts.md 1.3). OUR defaults (neither paper gives them): 8 contexts per class, the style list
 templates.DEFAULT_STYLES, equal weight per kind, 4 candidate meanings and 16 real images per
 class for disambiguation, greedy decoding.
 """
@@ -58,7 +58,9 @@ def get_config(arg=None):
   # What to write.
   c.strategies = tuple(s for s in a.strategies.split("+") if s)
   c.weights = ml_collections.ConfigDict(dict(template=1.0, cd=1.0, sd=1.0, dsi=1.0))
-  c.template = ml_collections.ConfigDict(dict(family="simple", extra=[]))
+  # Li et al.'s single template "a good photo of the {}." (facts.md 1.3); family "simple" (ours)
+  # gives "a photo of a {}." with the dataset suffixes ("..., a type of car.").
+  c.template = ml_collections.ConfigDict(dict(family="li", extra=[]))
   c.cd = ml_collections.ConfigDict(dict(n=8, min_items=3, template=templates.CD_TEMPLATE))
   # SD styles: the fixed list, or (from_llm) n styles per class written by the LLM.
   c.sd = ml_collections.ConfigDict(dict(styles=list(templates.DEFAULT_STYLES),

@@ -60,7 +60,7 @@ def test_dataset_readable_with_labels_prompts_seeds(tmp_path):
           for r in rows} == {"cat", "dog", "bird"}
   prompt = rows[6]["prompt"]
   prompt = prompt.decode() if isinstance(prompt, bytes) else prompt
-  assert prompt == "a photo of a dog"
+  assert prompt == "a good photo of the dog"  # Li et al.'s single template, the default
   assert int(rows[6]["seed"]) == generate.item_seed(0, 1, 1)
   expected = FakeSampler(_config(tmp_path / "x"))([prompt], "", [generate.item_seed(0, 1, 1)], 7.5)[0]
   np.testing.assert_array_equal(np.asarray(rows[6]["image"]), expected)
@@ -83,7 +83,7 @@ def test_jpeg_dataset(tmp_path):
   path, _ = _run(_config(tmp_path / "j", "image_format=jpeg", "jpeg_quality=90"))
   source = tfds.builder_from_directory(path).as_data_source("train")
   row = source[0]
-  expected = FakeSampler(_config(tmp_path / "x"))(["a photo of a cat"], "",
+  expected = FakeSampler(_config(tmp_path / "x"))(["a good photo of the cat"], "",
                                                   [generate.item_seed(0, 0, 0)], 7.5)[0]
   assert np.asarray(row["image"]).shape == expected.shape
   raw = open(next(os.path.join(path, n) for n in sorted(os.listdir(path))

@@ -190,7 +190,7 @@ def test_class_names_from_tfds_names_offline(tmp_path):
   want = list(tfds.builder("oxford_iiit_pet", data_dir=str(tmp_path)).info.features["label"].names)
   assert len(want) == 37 and want[-1] == "yorkshire_terrier"
   cfg = _config(BASE, "dataset=oxford_iiit_pet", str(tmp_path / "pets"),
-                f"data_dir={tmp_path}")
+                f"data_dir={tmp_path}", "template.family=simple")
   cfg.classes = ["yorkshire_terrier", "Abyssinian"]
   with tfds.testing.mock_data(num_examples=2):
     data = artifact.read(stage.prompts(cfg))
@@ -209,7 +209,7 @@ def test_class_names_from_tfds_names_offline(tmp_path):
   data = artifact.read(stage.prompts(cfg))
   assert data["meta"]["class_names"] == ["kiwi", "lime"]
   assert [p["text"] for c in data["classes"] for p in c["prompts"]] == [
-      "a photo of a kiwi.", "a photo of a lime."]
+      "a good photo of the kiwi.", "a good photo of the lime."]  # Li et al.'s default template
 
 
 def test_cli_end_to_end_with_json_answers(tmp_path):
@@ -228,7 +228,7 @@ def test_cli_end_to_end_with_json_answers(tmp_path):
   data = json.loads((workdir / "prompts.json").read_text())
   cat = data["classes"][1]
   assert cat["name"] == "tabby_cat" and cat["llm"]["contexts"]["items"][0] == "on a sofa"
-  assert [p["text"] for p in cat["prompts"]][:2] == ["a photo of a tabby cat.",
+  assert [p["text"] for p in cat["prompts"]][:2] == ["a good photo of the tabby cat.",
                                                     "a photo of a tabby cat, on a sofa"]
   assert (workdir / "config.json").exists()
   p = diversify.pick_prompt(cat, 0, cat["id"], 0, data["meta"]["weights"])

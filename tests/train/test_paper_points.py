@@ -40,3 +40,19 @@ def test_paper_configs_name_their_checkpoint(tmp_path):
       assert cfg.init_format == want, (name, point, cfg.init_format)
       with pytest.raises(ConfigError, match="does not exist"):  # no weights here: one line
         state_lib.check_init(cfg)
+
+
+# ---- (4) Li et al.'s single template is the default ----------------------------------------------
+def test_default_templates_are_li_single_template():
+  from synth_jax.diffusion import generate
+  from synth_jax.prompts import diversify
+  root = os.path.join(PAPER, "..")
+  g = config_lib.load_config(os.path.join(root, "generate", "base.py"),
+                             ["class_names=boeing_747,dog"])
+  texts = [c["prompts"][0]["text"] for c in generate.load_classes(g).classes]
+  assert texts == ["a good photo of the boeing 747", "a good photo of the dog"]
+  p = config_lib.load_config(os.path.join(root, "prompts", "base.py"))
+  got = diversify.class_prompts("boeing 747", ["template"], family=p.template.family,
+                                extra_templates=[], dataset="aircraft")
+  assert [x["text"] for x in got] == ["a good photo of the boeing 747."]  # no CLIP suffix
+  assert "a good photo of" in open(os.path.join(PAPER, "li_table_main.py")).read()
