@@ -36,7 +36,7 @@ def digits8(tmp_path_factory):
 def _train(tmp_path, *overrides, method="vanilla"):
   return cli.main(["train", "--config", f"{TRAIN}:method={method}",
                    f"--config.workdir={tmp_path / 'run'}", "--config.batch_size=16",
-                   "--config.eval_batch_size=16", *overrides])
+                   "--config.eval_batch_size=16", "--config.init=scratch", *overrides])
 
 
 def test_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
