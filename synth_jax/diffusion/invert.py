@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, files, runs, sharding, streams
+from synth_jax import checkpoint_integrity, faults, files, runs, sharding, streams
 from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
@@ -98,7 +98,7 @@ class Inverter:
     rep = sharding.replicated(mesh)
     frozen = {k: pipe.params[k] for k in ("unet", "text_encoder")}
     # fsdp=True splits the frozen weights over the mesh's fsdp axis (XLA gathers them per layer)
-    where = sharding.param_shardings(frozen, mesh) if config.get("fsdp", False) else rep
+    where = sharding.logical_shardings(frozen, mesh, fsdp=bool(config.get("fsdp", False)))
     self.frozen = jax.device_put(frozen, where)
     self.sched_config = dict(pipe.scheduler_config)
     self.tx = invert_state.make_optimizer(config)
@@ -178,7 +178,7 @@ def invert(config) -> str:
   data = invert_data.load(config, pipe, mesh, workdir)
   inv = Inverter(config, pipe, data, mesh)
   emb, opt_state = inv.init_state()
-  mngr = invert_state.manager(workdir, int(config.keep_checkpoints))
+  mngr = checkpoint_integrity.checkpoint_manager(workdir, int(config.keep_checkpoints))
   start = 0
   meta = {"tokens": inv.tokens, "shape": list(emb.shape), "optimizer": config.optimizer}
   if mngr.latest_step() is not None:

@@ -43,11 +43,6 @@ def make_optimizer(config):
   return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=momentum or None))
 
 
-def manager(workdir: str, keep: int):
-  import orbax.checkpoint as ocp
-  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                      enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
 
 
 def save(mngr, step: int, emb, opt_state, meta: dict) -> None:

@@ -3,8 +3,9 @@
 Text encoding, the whole denoising loop (`lax.fori_loop`) with classifier-free guidance, VAE decode
 and the conversion to uint8 are one XLA program. Token ids, seeds and the guidance scale are traced
 arguments, so new prompts, seeds or guidance never recompile; the batch size and the number of steps
-are the only shapes. The batch is sharded over the mesh's data axes, parameters are replicated (or
-split on `fsdp` when `fsdp=True`). Each image's starting noise comes from its own seed only, so an
+are the only shapes. The batch is sharded over the mesh's data axes, parameters are placed by the
+rule table in `sharding.py` (attention heads / MLP units over `tensor`, large weights over `fsdp`
+when `fsdp=True`, replicated otherwise). Each image's starting noise comes from its own seed only, so an
 image does not depend on which batch or device it was generated in.
 
 Multi-host: generation needs no communication between hosts, so `local_mesh` gives each process a
@@ -96,9 +97,8 @@ class Sampler:
     self.unet = pipe.unet.clone(attention_impl=impl)
     self.vae = pipe.vae.clone(attention_impl=impl)
     params = pipe.params
-    shardings = jax.tree_util.tree_map(lambda _: sharding.replicated(self.mesh), params)
-    if self.fsdp:
-      shardings = dict(shardings, unet=sharding.param_shardings(params["unet"], self.mesh))
+    # the rule table: heads/mlp over "tensor"; with fsdp=True also large weights over "fsdp"
+    shardings = sharding.logical_shardings(params, self.mesh, fsdp=self.fsdp)
     self.params = jax.device_put(params, shardings)
     batch = sharding.batch_sharding(self.mesh)
     self._fn = jax.jit(self._sample, in_shardings=(shardings, batch, batch, batch, None),
