@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth_jax import config as config_lib
 from synth_jax import sharding, streams
 from synth_jax.diffusion import finetune_objective as objective
 from synth_jax.errors import ConfigError
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _f32(tree):
@@ -32,13 +32,11 @@ class Trainer:
 
   def __init__(self, config, pipe, mesh):
     self.config, self.pipe, self.mesh = config, pipe, mesh
-    if config.dtype not in DTYPES:
-      raise ConfigError(f"dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    dt = config_lib.dtype_from(config, allowed=("float32", "bfloat16"))
     batch, accum = int(config.batch_size), int(config.grad_accum)
     if accum < 1 or batch % accum:
       raise ConfigError(f"grad_accum={accum} must be >= 1 and divide batch_size={batch}")
     sharding.check_batch(mesh, batch // accum, "batch_size / grad_accum")
-    dt = DTYPES[config.dtype]
     self.unet = pipe.unet.clone(dtype=dt, remat=bool(config.remat))
     self.text_encoder = pipe.text_encoder.clone(dtype=dt)
     self.names = ("unet", "text_encoder") if config.train_text_encoder else ("unet",)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth_jax import config as config_lib
 from synth_jax import sharding
 from synth_jax.diffusion import attention as attention_lib
 from synth_jax.diffusion import loading
@@ -110,10 +111,7 @@ class Sampler:
     """From a generate config: model_path (+ single_file_config), dtype, batch_size, steps, ..."""
     if mesh is None or jax.process_count() > 1:
       mesh = local_mesh(config.get("mesh"))
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(
-        config.get("dtype", "float32"))
-    if dtype is None:
-      raise ConfigError(f"dtype={config.dtype!r} is not one of float32, bfloat16, float16")
+    dtype = config_lib.dtype_from(config)  # configs/generate/base.py is the only default
     # model_path: a diffusers folder, or a single-file checkpoint converted by diffusers
     pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None)
     path = config.get("style_token_path")
@@ -125,9 +123,9 @@ class Sampler:
         log.info("loaded style token(s) %s from %s", tokens, f)
     return cls(pipe, mesh, batch_size=config.batch_size, num_steps=config.steps,
                height=config.get("resolution") or None, width=config.get("resolution") or None,
-               scheduler=config.get("scheduler", "dpm++2m"),
-               scheduler_overrides=dict(config.get("scheduler_overrides", {}) or {}),
-               fsdp=bool(config.get("fsdp", False)), attention=config.get("attention", "auto"))
+               scheduler=config.scheduler,
+               scheduler_overrides=dict(config.scheduler_overrides or {}),
+               fsdp=bool(config.fsdp), attention=config.attention)
 
   # ---- the compiled program -------------------------------------------------------------------
   def _encode(self, params, ids):
