@@ -75,7 +75,7 @@ def main():
   state = {k: v.numpy() for k, v in tmodel.state_dict().items()}
   params = jax.device_put(jax.tree_util.tree_map(
       lambda a: jnp.asarray(a, dtype), clip_vision.params_from_hf(state, model)))
-  fn = jax.jit(lambda p, x: clip_lib._normalize(model.apply({"params": p}, x)["image_embeds"]))  # pylint: disable=protected-access
+  fn = jax.jit(lambda p, x: clip_lib.normalize(model.apply({"params": p}, x)["image_embeds"]))
   rng = np.random.default_rng(0)
   x_np = rng.standard_normal((args.batch, args.image_size, args.image_size, 3)).astype(np.float32)
   x = jax.device_put(jnp.asarray(x_np, dtype))
@@ -96,7 +96,7 @@ def main():
     tdt, tfirst, tout = _time(run, args.steps, args.warmup, sync)
     result["torch_eager"] = {"img_per_s": round(args.batch * args.steps / tdt, 2),
                              "first_call_s": round(tfirst, 2), "device": dev,
-                             "attn_implementation": tmodel.config._attn_implementation}  # pylint: disable=protected-access
+                             "attn_implementation": tmodel.config._attn_implementation}
     result["max_abs_diff_vs_torch"] = float(np.abs(np.asarray(out, np.float32) - tout.cpu().numpy()).max())
     result["speedup_vs_torch"] = round(result["flax"]["img_per_s"] / result["torch_eager"]["img_per_s"], 3)
   pre = clip_lib.Preprocess(resize=args.image_size, crop=args.image_size)

@@ -65,6 +65,7 @@ def main():
   from synth_jax import sharding
   from synth_jax.data import digits, pipeline, sources
   from synth_jax.train import steps as steps_lib
+  from synth_jax.train import state as state_lib
   from synth_jax.train.state import TrainState
 
   tmp = None
@@ -80,8 +81,9 @@ def main():
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, a.resolution, a.resolution, 3)))
   tx = optax.sgd(0.01, momentum=0.9)
   rep = sharding.replicated(mesh)
-  state = TrainState.create(jax.device_put(variables["params"], rep),
-                            jax.device_put(variables["batch_stats"], rep), tx, mesh)
+  params, stats = jax.device_put(variables["params"], rep), jax.device_put(variables["batch_stats"], rep)
+  state = TrainState.create(params, stats, tx, state_lib.state_shardings(
+      params, stats, tx, jax.tree.map(lambda _: rep, params), mesh))
   step = steps_lib.make_train_step(model, tx, num_classes, label_smoothing=0.1, dtype=dtype)
   rng = jax.random.key(1)
 

@@ -34,6 +34,15 @@ def _read(path: str) -> dict:
     return json.load(f)
 
 
+def checkpoint_manager(workdir: str, keep: int):
+  """The orbax CheckpointManager of a stage (train, invert): `<workdir>/checkpoints`, synchronous
+  saves (a save returns once committed, so the integrity record that follows sees every file)."""
+  import orbax.checkpoint as ocp
+  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                      enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
+
+
 def record(mngr, step: int) -> None:
   """Records every file of checkpoint `step`; drops records of steps orbax has deleted."""
   if jax.process_index() != 0:
@@ -43,8 +52,7 @@ def record(mngr, step: int) -> None:
   for dirpath, _, names in os.walk(step_dir):
     for name in sorted(names):
       path = os.path.join(dirpath, name)
-      entries[os.path.relpath(path, step_dir)] = {"size": os.path.getsize(path),
-                                                "sha256": files.sha256_file(path)}
+      entries[os.path.relpath(path, step_dir)] = files.file_entry(path)
   keep = {str(s) for s in mngr.all_steps()} | {str(step)}
   manifest = {k: v for k, v in _read(manifest_path).items() if k in keep}
   manifest[str(step)] = entries
@@ -61,15 +69,7 @@ def verify(mngr, step: int) -> None:
   fix = (f"delete {step_dir} to resume from the checkpoint before it (or pass a new "
          "--config.workdir to start over)")
   for rel, entry in sorted(entries.items()):
-    path = os.path.join(step_dir, rel)
-    if not os.path.exists(path):
-      raise IntegrityError(f"checkpoint file {path} is missing; {fix}")
-    size = os.path.getsize(path)
-    if size != entry["size"]:
-      raise IntegrityError(f"checkpoint file {path} has {size} bytes, {entry['size']} were "
-                           f"written (truncated or altered); {fix}")
-    if files.sha256_file(path) != entry["sha256"]:
-      raise IntegrityError(f"checkpoint file {path} does not match its sha256 in {MANIFEST} "
-                           f"(altered or corrupt); {fix}")
+    files.check_entry(os.path.join(step_dir, rel), entry, fix, what="checkpoint file",
+                      listed_in=MANIFEST)
 
 

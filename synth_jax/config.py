@@ -202,3 +202,17 @@ def steps_from(config: ConfigDict, prefix: str = "", *, examples_per_epoch: int 
     return max(1, int(round(examples / batch_size)))
   what = what or f"{key('steps')}, {key('examples')} or {key('epochs')}"
   raise ConfigError(f"no length is set for {what}; set one of them > 0")
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def dtype_from(config: ConfigDict, key: str = "dtype", allowed: Iterable[str] = DTYPES):
+  """config[key] (a dtype name, the one spelling every stage uses) -> the jnp dtype; a name not in
+  `allowed` is a ConfigError naming the key and the choices."""
+  import jax.numpy as jnp
+  name = config[key]
+  if name not in tuple(allowed):
+    raise ConfigError(f"{key}={name!r} is not one of {', '.join(allowed)}; pass e.g. "
+                      f"--config.{key}=bfloat16")
+  return jnp.dtype(name)

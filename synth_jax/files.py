@@ -68,11 +68,34 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
   return h.hexdigest()
 
 
+def file_entry(path: str) -> dict:
+  """The integrity record of one file: {"size", "sha256"}."""
+  return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+def check_entry(path: str, entry: dict, fix: str, what: str = "", listed_in: str = MANIFEST,
+                check_hash: bool = True) -> None:
+  """Raises IntegrityError if `path` is missing or its size/sha256 differ from `entry`.
+
+  The one size+sha256 check (dataset manifests, checkpoint records); `fix` ends each message.
+  """
+  name = f"{what} {path}" if what else path
+  if not os.path.exists(path):
+    raise IntegrityError(f"{name} is listed in {listed_in} but missing; {fix}")
+  size = os.path.getsize(path)
+  if size != entry["size"]:
+    raise IntegrityError(f"{name} has {size} bytes, {entry['size']} were written (truncated or "
+                         f"altered); {fix}")
+  if check_hash and sha256_file(path) != entry["sha256"]:
+    raise IntegrityError(f"{name} does not match its sha256 in {listed_in} (altered or corrupt); "
+                         f"{fix}")
+
+
 def record_file(directory: str, filename: str) -> None:
   """Adds `filename`'s size and sha256 to `directory/manifest.json` (atomically)."""
   path = os.path.join(directory, filename)
   manifest = read_manifest(directory)
-  manifest[filename] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+  manifest[filename] = file_entry(path)
   write_json(os.path.join(directory, MANIFEST), manifest)
 
 
@@ -92,16 +115,8 @@ def verify_file(directory: str, filename: str, check_hash: bool = True) -> None:
   entry = read_manifest(directory).get(filename)
   if entry is None:
     return  # not recorded (older artifact): nothing to check against
-  path = os.path.join(directory, filename)
-  if not os.path.exists(path):
-    raise IntegrityError(f"{path} is listed in {MANIFEST} but missing; rerun the stage to rewrite it")
-  size = os.path.getsize(path)
-  if size != entry["size"]:
-    raise IntegrityError(f"{path} has {size} bytes, {entry['size']} were written (truncated or "
-                         "altered); delete it and rerun the stage to rewrite it")
-  if check_hash and sha256_file(path) != entry["sha256"]:
-    raise IntegrityError(f"{path} does not match its sha256 in {MANIFEST} (altered or corrupt); "
-                         "delete it and rerun the stage to rewrite it")
+  check_entry(os.path.join(directory, filename), entry,
+              "delete it and rerun the stage to rewrite it", check_hash=check_hash)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,14 +1,18 @@
 """The one place that builds the device Mesh and the PartitionSpecs code shards with.
 
-Axes are (data, fsdp, tensor). The batch is split over ("data", "fsdp"); parameters are replicated
-or split over "fsdp" along their largest divisible dimension. Nothing else calls jax.devices() to
-place arrays by hand.
+Axes are (data, fsdp, tensor). The batch is split over ("data", "fsdp"). Parameters are placed by
+one logical-axis rule table (`RULES`, below): every dimension of every ResNet / ViT / CLIP / UNet /
+VAE parameter gets a logical name, and `logical_shardings` maps names to mesh axes: "heads" and
+"mlp" over "tensor" (Megatron-style tensor parallelism, as MaxDiffusion does), then the largest
+preferred remaining name over "fsdp". DESIGN.md lists the table. Nothing else calls jax.devices()
+to place arrays by hand.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import re
 from typing import Any, Sequence
 
 import jax
@@ -52,14 +56,23 @@ def _get(spec, key, default):
 
 
 def make_mesh(spec: Any = None, devices: Sequence[Any] | None = None) -> Mesh:
-  """Builds the Mesh from config.mesh ({data, fsdp, tensor}); default: all devices on data."""
+  """Builds the Mesh from config.mesh ({data, fsdp, tensor}); default: all devices on data.
+
+  CPU devices have no interconnect topology, so they are laid out in order. On accelerators
+  `mesh_utils` maps the axes onto the physical links; a shape it cannot map is a MeshError naming
+  the shape (a silent reshape would put the tensor axis across slow links).
+  """
   devices = list(devices if devices is not None else jax.devices())
   shape = mesh_shape(spec, len(devices))
+  if devices[0].platform == "cpu":
+    return Mesh(np.array(devices).reshape(shape), AXES)
+  from jax.experimental import mesh_utils
   try:
-    from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices)
-  except Exception:  # CPU / odd topologies: a plain reshape is fine
-    grid = np.array(devices).reshape(shape)
+  except (AssertionError, NotImplementedError, ValueError) as e:
+    raise MeshError(f"mesh {dict(zip(AXES, shape))} cannot be laid out on {len(devices)} "
+                    f"{devices[0].device_kind} devices ({e}); change config.mesh, e.g. put the "
+                    "remaining devices on data with -1") from e
   return Mesh(grid, AXES)
 
 
@@ -87,22 +100,109 @@ def check_batch(mesh: Mesh, batch_size: int, what: str = "batch_size") -> None:
                     f"use a multiple of {n}")
 
 
-def param_spec(shape: Sequence[int], mesh: Mesh, fsdp: bool = True, min_size: int = 2**14) -> P:
-  """Splits the largest dimension divisible by the fsdp size; small or indivisible tensors replicate."""
+# (path regex, ndim) -> logical name of each dimension. First match wins; a tensor no rule covers
+# gets all-None (replicated) names, and tests/models/test_sharding.py checks no model has one.
+RULES = (
+    # classifier heads (ResNet, ViT; CLIP's image projection)
+    (r"(.*/)?head/kernel", 2, ("embed", "classes")),
+    (r"(.*/)?head/bias", 1, ("classes",)),
+    # MLPs: ViT MlpBlock, CLIP fc1/fc2, UNet GEGLU feed-forward (ff/net_0/proj, ff/net_2)
+    (r".*(Dense_0|fc1|ff/net_0/proj)/kernel", 2, ("embed", "mlp")),
+    (r".*(Dense_0|fc1|ff/net_0/proj)/bias", 1, ("mlp",)),
+    (r".*(Dense_1|fc2|ff/net_2)/kernel", 2, ("mlp", "embed")),
+    # ViT attention: per-head 3-D kernels
+    (r".*/out/kernel", 3, ("heads", "head_dim", "embed")),
+    (r".*/(query|key|value)/kernel", 3, ("embed", "heads", "head_dim")),
+    (r".*/(query|key|value)/bias", 2, ("heads", "head_dim")),
+    # CLIP text tower and UNet transformer blocks: fused-head 2-D projections, the H*hd side "heads"
+    (r".*/(q_proj|k_proj|v_proj)/kernel", 2, ("embed", "heads")),
+    (r".*/(q_proj|k_proj|v_proj)/bias", 1, ("heads",)),
+    (r".*/out_proj/kernel", 2, ("heads", "embed")),
+    (r".*/attn1/(to_q|to_k|to_v)/kernel", 2, ("embed", "heads")),
+    (r".*/attn2/to_q/kernel", 2, ("embed", "heads")),
+    (r".*/attn2/(to_k|to_v)/kernel", 2, ("context", "heads")),  # reads the text encoder's states
+    (r".*/attn[12]/to_out_0/kernel", 2, ("heads", "embed")),
+    # VAE mid-block attention is one head: splitting it would all-reduce every logit, so its inner
+    # side has its own name that no rule sends to "tensor"
+    (r".*attentions_\d+/(to_q|to_k|to_v)/kernel", 2, ("embed", "vae_attn")),
+    (r".*attentions_\d+/to_out_0/kernel", 2, ("vae_attn", "embed")),
+    # UNet: SD 2.x linear proj_in/proj_out (1x1 convs in SD 1.x), timestep MLP
+    (r".*/(proj_in|proj_out)/kernel", 2, ("conv_in", "conv_out")),
+    (r"(.*/)?time_embedding_linear_1/kernel", 2, ("embed", "time_embed")),
+    (r"(.*/)?time_embedding_linear_2/kernel", 2, ("time_embed", "time_embed")),
+    (r".*/time_emb_proj/kernel", 2, ("time_embed", "embed")),
+    # embeddings
+    (r".*token_embedding/embedding", 2, ("vocab", "embed")),
+    (r".*position_embedding/embedding", 2, ("seq", "embed")),
+    (r"(.*/)?text_projection/kernel", 2, ("embed", "proj")),
+    (r".*pos_embedding", 3, (None, "seq", "embed")),
+    (r"(.*/)?cls", 3, (None, None, "embed")),
+    # every conv (ResNet, ViT patch embedding, UNet, VAE)
+    (r".*kernel", 4, ("conv_h", "conv_w", "conv_in", "conv_out")),
+    (r".*/(scale|bias|mean|var)", 2, ("domain", "embed")),  # per-domain norm tables (D, C)
+    (r".*", 1, ("embed",)),  # norms, BN statistics, remaining biases: the channel dim
+)
+
+# Logical names split over "tensor" (first one a tensor has, if divisible): attention heads and MLP
+# hidden units, so each device holds a slice of every layer and XLA inserts the all-reduces.
+TENSOR_NAMES = ("heads", "mlp")
+# Logical names that may be split over "fsdp", in order of preference (a dim "tensor" already took
+# is skipped).
+FSDP_PREFERENCE = ("mlp", "conv_out", "embed", "classes", "heads")
+
+
+def _path(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def axes_of(path: str, shape: Sequence[int]) -> tuple:
+  """The logical names of one tensor's dims, by the first rule its 'a/b/c' path and rank match."""
+  for pattern, ndim, names in RULES:
+    if len(shape) == ndim and re.fullmatch(pattern, path):
+      return names
+  return (None,) * len(shape)
+
+
+def logical_axes(tree: Any) -> Any:
+  """A tree of tuples of logical names, one per dimension, matching `tree` (params or stats)."""
+  return jax.tree_util.tree_map_with_path(lambda p, x: axes_of(_path(p), np.shape(x)), tree)
+
+
+def spec_for(names: Sequence[Any], shape: Sequence[int], mesh: Mesh, *, fsdp: bool = True,
+             min_size: int = 2**14) -> P:
+  """The PartitionSpec of a tensor with logical `names`: tensor-parallel dims, then one fsdp dim."""
+  spec = [None] * len(shape)
+  t = mesh.shape["tensor"]
+  if t > 1:
+    for name in TENSOR_NAMES:
+      dims = [i for i, a in enumerate(names) if a == name and shape[i] % t == 0]
+      if dims:
+        spec[dims[0]] = "tensor"
+        break
   n = mesh.shape["fsdp"]
-  if not fsdp or n == 1 or math.prod(shape) < min_size:
-    return P()
-  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
-    if shape[dim] % n == 0:
-      spec = [None] * len(shape)
-      spec[dim] = "fsdp"
-      return P(*spec)
-  return P()
+  if fsdp and n > 1 and math.prod(shape) >= min_size:
+    for name in FSDP_PREFERENCE:
+      dims = [i for i, a in enumerate(names)
+              if a == name and spec[i] is None and shape[i] % n == 0]
+      if dims:
+        spec[dims[0]] = "fsdp"
+        break
+  while spec and spec[-1] is None:  # P(None, None) == P() in meaning, not in ==: use the short one
+    spec.pop()
+  return P(*spec)
 
 
-def param_shardings(params: Any, mesh: Mesh, fsdp: bool = True) -> Any:
-  """A pytree of NamedShardings matching `params` (arrays or ShapeDtypeStructs)."""
-  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, mesh, fsdp)), params)
+def logical_shardings(tree: Any, mesh: Mesh, *, fsdp: bool = True, min_size: int = 2**14) -> Any:
+  """NamedShardings for `tree` (arrays or ShapeDtypeStructs) by the rule table.
+
+  `fsdp=False` keeps the fsdp axis out (weights replicated across it; tensor splits still apply).
+  Tensors under `min_size` elements are not split over fsdp: gathering them costs more than it saves.
+  """
+  def one(p, x):
+    shape = np.shape(x)
+    return NamedSharding(mesh, spec_for(axes_of(_path(p), shape), shape, mesh, fsdp=fsdp,
+                                        min_size=min_size))
+  return jax.tree_util.tree_map_with_path(one, tree)
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:

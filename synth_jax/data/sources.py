@@ -58,7 +58,7 @@ def _is_dataset_dir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, "dataset_info.json"))
 
 
-def _find_dataset_dir(path: str) -> str | None:
+def find_dataset_dir(path: str) -> str | None:
   """`path` itself, or the single newest `<path>/<version>/` that holds dataset_info.json."""
   if _is_dataset_dir(path):
     return path
@@ -90,7 +90,7 @@ def open_split(dataset: str, split: str, data_dir: str | None = None,
   """Opens one split of a dataset directory or a tfds name (see the module docstring)."""
   import tensorflow_datasets as tfds
   path = os.path.abspath(os.path.expanduser(dataset))
-  found = _find_dataset_dir(path) if (os.sep in dataset or os.path.isdir(path)) else None
+  found = find_dataset_dir(path) if (os.sep in dataset or os.path.isdir(path)) else None
   decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
   if found:
     builder = tfds.builder_from_directory(found)

@@ -17,18 +17,20 @@ array, already-encoded bytes, or a file path; arrays are encoded with PIL (PNG o
 feature's `encoding_format`), so writing needs no TensorFlow. `label` is an int or a class name.
 
 A shard is written under a temp name, renamed into place (`{name}-{split}.array_record-
-{i:05d}-of-{n:05d}`) and recorded (size + sha256) in the dataset dir's manifest.json, so it is
-either complete or absent; `write_shard` skips a shard that is already complete, which makes
-rerunning an interrupted job resume. Different processes may write different shards; per-shard
-lengths are read back from the files at `finalize`, so no shared counter is needed. Call
-`finalize` once (process 0) after every shard is written. manifest.json is rewritten whole by
-each `record_file`, so processes writing shards into one directory at the same moment can drop
-each other's entries; such a shard is rewritten on the next run, and `finalize` refuses unrecorded shards.
+{i:05d}-of-{n:05d}`), and its size + sha256 go to its own record file beside it
+(`.{shard}.record.json`, written atomically after the rename), so it is either complete and
+recorded or rewritten; `write_shard` skips a shard that is already complete, which makes rerunning
+an interrupted job resume. Different processes may write different shards: each writes only its
+own shards' record files, so there is no shared read-modify-write. Per-shard lengths are read back
+from the files at `finalize`, which runs once (process 0) after every shard is written: it checks
+every shard against its record, merges the records into manifest.json (the only writer of it) and
+removes the record files.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
@@ -39,6 +41,7 @@ from synth_jax import files
 from synth_jax.errors import DataError, IntegrityError
 
 VERSION = "1.0.0"
+RECORD_SUFFIX = ".record.json"  # `.{shard}.record.json`: one shard's size + sha256 until finalize
 _TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 _EXTRA_KINDS = {"text": None, "int64": np.int64, "int32": np.int32, "float32": np.float32}
 
@@ -142,15 +145,34 @@ class DatasetWriter:
   def shard_path(self, split: str, index: int, num_shards: int) -> str:
     return os.path.join(self.dataset_dir, shard_name(self.name, split, index, num_shards))
 
+  def record_path(self, filename: str) -> str:
+    """The shard's own record file (size + sha256), until `finalize` merges it into manifest.json."""
+    return os.path.join(self.dataset_dir, f".{filename}{RECORD_SUFFIX}")
+
+  def shard_record(self, filename: str) -> dict | None:
+    """The shard's record: its own record file, else its manifest.json entry, else None."""
+    path = self.record_path(filename)
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    return files.read_manifest(self.dataset_dir).get(filename)
+
+  def verify_shard(self, filename: str) -> None:
+    """Raises DataError if the shard has no record, IntegrityError if it does not match it."""
+    entry = self.shard_record(filename)
+    if entry is None:
+      raise DataError(f"shard {filename} in {self.dataset_dir} has no record (not in manifest.json, "
+                      "no record file: interrupted before it was recorded); rerun the job to "
+                      "rewrite it")
+    files.check_entry(os.path.join(self.dataset_dir, filename), entry,
+                      "delete it and rerun the job to rewrite it")
+
   def shard_complete(self, split: str, index: int, num_shards: int) -> bool:
-    """True if the shard exists, is in manifest.json and matches its recorded size and hash."""
-    filename = shard_name(self.name, split, index, num_shards)
-    if filename not in files.read_manifest(self.dataset_dir):
-      return False  # absent, or renamed but never recorded (crash in between): rewrite it
+    """True if the shard exists, is recorded and matches its recorded size and hash."""
     try:
-      files.verify_file(self.dataset_dir, filename)
-    except IntegrityError:
-      return False
+      self.verify_shard(shard_name(self.name, split, index, num_shards))
+    except (DataError, IntegrityError):
+      return False  # absent, renamed but never recorded (crash in between), or altered: rewrite
     return True
 
   def write_shard(self, split: str, index: int, num_shards: int,
@@ -177,7 +199,7 @@ class DatasetWriter:
       with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
       raise
-    files.record_file(self.dataset_dir, os.path.basename(path))
+    files.write_json(self.record_path(os.path.basename(path)), files.file_entry(path))
     return path
 
   def _split_shards(self, split: str) -> tuple[int, list[str]]:
@@ -208,16 +230,13 @@ class DatasetWriter:
     """
     import tensorflow_datasets as tfds
     from array_record.python.array_record_module import ArrayRecordReader
-    split_infos = []
+    split_infos, records = [], {}
     for split in splits:
       _, shards = self._split_shards(split)
       lengths, nbytes = [], 0
-      recorded = files.read_manifest(self.dataset_dir)
       for filename in shards:
-        if filename not in recorded:
-          raise DataError(f"shard {filename} in {self.dataset_dir} is not in manifest.json "
-                          "(interrupted or concurrent write); rerun the job to rewrite it")
-        files.verify_file(self.dataset_dir, filename)
+        self.verify_shard(filename)
+        records[filename] = self.shard_record(filename)
         path = os.path.join(self.dataset_dir, filename)
         reader = ArrayRecordReader(path)
         lengths.append(int(reader.num_records()))
@@ -228,6 +247,14 @@ class DatasetWriter:
           filetype_suffix="array_record")
       split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=nbytes,
                                              filename_template=template))
+    # one writer (this process) merges the shards' records into manifest.json, before the metadata
+    # that makes the dataset readable; the record files go only once the manifest holds them
+    manifest = files.read_manifest(self.dataset_dir)
+    manifest.update(records)
+    files.write_json(os.path.join(self.dataset_dir, files.MANIFEST), manifest)
+    for filename in records:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(self.record_path(filename))
     kwargs = {}
     if metadata:
       kwargs["metadata"] = tfds.core.MetadataDict(metadata)

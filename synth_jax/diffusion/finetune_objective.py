@@ -27,7 +27,7 @@ from synth_jax.diffusion import schedulers
 
 def compute_snr(scheduler_config: Mapping[str, Any], t):
   """(sqrt(a_t) / sqrt(1 - a_t))^2, diffusers.training_utils.compute_snr."""
-  ac = schedulers._train_alphas(scheduler_config)[jnp.asarray(t)]
+  ac = schedulers.train_alphas(scheduler_config)[jnp.asarray(t)]
   return (jnp.sqrt(ac) / jnp.sqrt(1.0 - ac)) ** 2
 
 

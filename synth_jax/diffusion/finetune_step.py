@@ -2,8 +2,8 @@
 
 State = {"params": trained components (fp32 master weights: the UNet, plus the text encoder when
 `train_text_encoder`), "opt": AdamW state, "ema": EMA of those weights (when `ema`), "step"}.
-Every array of it is placed by the logical-axis rule table (`models.common.logical_shardings`:
-large tensors split over the mesh's `fsdp` axis), optimizer and EMA leaves exactly as their
+Every array of it is placed by the logical-axis rule table (`sharding.logical_shardings`:
+heads/MLP units over `tensor`, large tensors over `fsdp`), optimizer and EMA leaves exactly as their
 parameters; the batch is split over ("data", "fsdp"). Compute runs in `config.dtype` (bf16: the
 modules cast the fp32 weights per op), loss and updates in fp32. One step = `grad_accum`
 micro-batches whose gradients are averaged (a `lax.scan`), then one clipped AdamW update and one
@@ -16,12 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth_jax import config as config_lib
 from synth_jax import sharding, streams
 from synth_jax.diffusion import finetune_objective as objective
 from synth_jax.errors import ConfigError
-from synth_jax.models import common
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _f32(tree):
@@ -33,13 +32,11 @@ class Trainer:
 
   def __init__(self, config, pipe, mesh):
     self.config, self.pipe, self.mesh = config, pipe, mesh
-    if config.dtype not in DTYPES:
-      raise ConfigError(f"dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    dt = config_lib.dtype_from(config, allowed=("float32", "bfloat16"))
     batch, accum = int(config.batch_size), int(config.grad_accum)
     if accum < 1 or batch % accum:
       raise ConfigError(f"grad_accum={accum} must be >= 1 and divide batch_size={batch}")
     sharding.check_batch(mesh, batch // accum, "batch_size / grad_accum")
-    dt = DTYPES[config.dtype]
     self.unet = pipe.unet.clone(dtype=dt, remat=bool(config.remat))
     self.text_encoder = pipe.text_encoder.clone(dtype=dt)
     self.names = ("unet", "text_encoder") if config.train_text_encoder else ("unet",)
@@ -50,7 +47,7 @@ class Trainer:
     self.rep = sharding.replicated(mesh)
     frozen = {k: jax.tree.map(lambda x: np.asarray(x).astype(dt), pipe.params[k])
               for k in ("unet", "text_encoder") if k not in self.names}
-    self.frozen = jax.device_put(frozen, common.logical_shardings(frozen, mesh))
+    self.frozen = jax.device_put(frozen, sharding.logical_shardings(frozen, mesh))
     self.shardings = self._state_shardings()
     self._step = jax.jit(self._train_step, donate_argnums=(0,),
                          out_shardings=(self.shardings, self.rep))
@@ -60,7 +57,7 @@ class Trainer:
   def _state_shardings(self):
     import optax
     params = {k: self.pipe.params[k] for k in self.names}
-    p_sh = common.logical_shardings(params, self.mesh)
+    p_sh = sharding.logical_shardings(params, self.mesh)
     opt_shape = jax.eval_shape(self.tx.init, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.float32), params))
     # AdamW's mu/nu are shaped as the params: placed as they are; counts replicated

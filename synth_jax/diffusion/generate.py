@@ -54,10 +54,10 @@ def validate(config) -> None:
       shown = dict(weights) if hasattr(weights, "items") else weights
       raise ConfigError(f"prompt_weights={shown!r} must be a dict over {list(diversify.KINDS)}; "
                         "e.g. --config.prompt_weights=\"{'cd': 1, 'sd': 1}\"")
-  if config.get("image_format", "png") not in ("png", "jpeg"):
+  if config.image_format not in ("png", "jpeg"):
     raise ConfigError(f"image_format={config.image_format!r} is not png or jpeg; png is lossless, "
                       "jpeg (with jpeg_quality) is ~5x smaller")
-  if not 1 <= int(config.get("jpeg_quality", 95)) <= 100:
+  if not 1 <= int(config.jpeg_quality) <= 100:
     raise ConfigError(f"jpeg_quality={config.jpeg_quality} is outside 1..100; e.g. 95")
   if int(config.images_per_shard) < 1:
     raise ConfigError(f"images_per_shard={config.images_per_shard} must be >= 1")
@@ -212,7 +212,7 @@ def _render(sampler, config, items: list[dict], pool, bar) -> list[bytes]:
   512 px PNG takes ~50-100 ms of CPU, as long as a fast accelerator takes to sample it.
   """
   from synth_jax.data import writer
-  fmt, quality = str(config.get("image_format", "png")), int(config.get("jpeg_quality", 95))
+  fmt, quality = str(config.image_format), int(config.jpeg_quality)
   b = sampler.batch_size
   out = []
   for start in range(0, len(items), b):
@@ -265,7 +265,7 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
     from concurrent.futures import ThreadPoolExecutor
     sampler = (sampler_factory or _default_sampler)(config)
     bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")
-    threads = int(config.get("encode_threads") or 0) or min(8, os.cpu_count() or 1)
+    threads = int(config.encode_threads or 0) or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads, thread_name_prefix="encode") as pool:
       for k in todo:
         part = items[k * per_shard:(k + 1) * per_shard]

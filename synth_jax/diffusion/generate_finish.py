@@ -16,7 +16,6 @@ from synth_jax.errors import ConfigError
 log = logging.getLogger(__name__)
 SHEET = 16  # images per contact sheet (4 x 4)
 POLL_S = 10.0  # how often process 0 looks for the other processes' shards
-STALE_S = 60.0  # an unrecorded shard file this old lost its manifest entry (see wait_for_shards)
 PLAN = "generate_plan.json"
 # Settings that change an image's bytes. Not here: batch_size, mesh, encode_threads (the images do
 # not depend on them) and attention/fsdp (kernels, not the model).
@@ -57,25 +56,16 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
 
 
 def wait_for_shards(w, split: str, num_shards: int) -> None:
-  """Blocks until manifest.json lists every shard of `split` (multi-host: others write them).
+  """Blocks until every shard of `split` is recorded (multi-host: other processes write them).
 
-  Reads only the manifest (hashes are checked once, by `finalize`). Processes sharing one dataset
-  directory rewrite manifest.json whole and can drop each other's entries (writer.py), which would
-  leave this loop waiting forever; but a shard at its final name is complete (renamed only after
-  it is written, and its bytes are deterministic), so one left unrecorded for STALE_S is recorded
-  here. Raises runs.Preempted on SIGTERM.
+  A shard's record file is written by the process that wrote the shard, atomically, after the
+  shard is renamed into place, so a recorded shard is complete; nothing here guesses from file
+  ages. Hashes are checked once, by `finalize`. Raises runs.Preempted on SIGTERM.
   """
   from synth_jax.data import writer
   names = [writer.shard_name(w.name, split, k, num_shards) for k in range(num_shards)]
   while True:
-    recorded = files.read_manifest(w.dataset_dir)
-    for name in (n for n in names if n not in recorded):
-      path = os.path.join(w.dataset_dir, name)
-      if os.path.exists(path) and time.time() - os.path.getmtime(path) > STALE_S:
-        log.warning("%s is complete but not in manifest.json (concurrent write); recording it",
-                    name)
-        files.record_file(w.dataset_dir, name)
-    missing = [n for n in names if n not in files.read_manifest(w.dataset_dir)]
+    missing = [n for n in names if w.shard_record(n) is None]
     if not missing:
       return
     if runs.should_stop():
@@ -83,6 +73,19 @@ def wait_for_shards(w, split: str, num_shards: int) -> None:
                            "processes; rerun the same command to finalize")
     log.info("waiting for %d shards from other processes (first: %s)", len(missing), missing[0])
     time.sleep(POLL_S)
+
+
+def contact_sheet(tiles: list, cols: int = 4) -> bytes:
+  """PNG bytes of PIL images (all one size) in a grid, `cols` per row (generate and invert preview)."""
+  from PIL import Image
+  w, h = tiles[0].size
+  cols = min(cols, len(tiles))
+  sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
+  for i, tile in enumerate(tiles):
+    sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
+  buf = io.BytesIO()
+  sheet.save(buf, format="PNG")
+  return buf.getvalue()
 
 
 def write_contact_sheets(dataset: str, out_dir: str, items: list[dict],
@@ -99,15 +102,8 @@ def write_contact_sheets(dataset: str, out_dir: str, items: list[dict],
   paths = []
   for name, positions in first.items():
     tiles = [Image.open(io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
-    w, h = tiles[0].size
-    cols = min(4, len(tiles))
-    sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
-    for i, tile in enumerate(tiles):
-      sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
     path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
-    files.write_bytes(path, buf.getvalue())
+    files.write_bytes(path, contact_sheet(tiles))
     paths.append(path)
   return paths

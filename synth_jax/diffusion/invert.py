@@ -16,7 +16,6 @@ layout) and a preview contact sheet.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -25,14 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, files, runs, sharding, streams
+from synth_jax import checkpoint_integrity, faults, files, runs, sharding, streams
+from synth_jax import config as config_lib
 from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 from synth_jax.models import clip_text, weights
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def validate(config) -> None:
@@ -42,8 +41,7 @@ def validate(config) -> None:
     raise ConfigError(f"learning_rate={config.learning_rate} must be > 0")
   if int(config.resolution) % 8:
     raise ConfigError(f"resolution={config.resolution} is not divisible by 8; use e.g. 512")
-  if config.dtype not in DTYPES:
-    raise ConfigError(f"dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+  config_lib.dtype_from(config)
   if not config.token.startswith("<") or not config.token.endswith(">"):
     raise ConfigError(f"token={config.token!r} should look like '<dataset-style>' so it cannot "
                       "collide with a real word")
@@ -98,7 +96,7 @@ class Inverter:
     rep = sharding.replicated(mesh)
     frozen = {k: pipe.params[k] for k in ("unet", "text_encoder")}
     # fsdp=True splits the frozen weights over the mesh's fsdp axis (XLA gathers them per layer)
-    where = sharding.param_shardings(frozen, mesh) if config.get("fsdp", False) else rep
+    where = sharding.logical_shardings(frozen, mesh, fsdp=bool(config.fsdp))
     self.frozen = jax.device_put(frozen, where)
     self.sched_config = dict(pipe.scheduler_config)
     self.tx = invert_state.make_optimizer(config)
@@ -174,11 +172,11 @@ def invert(config) -> str:
     raise WeightsError(f"pipeline folder {config.model_path!r} does not exist; pass a diffusers "
                        "Stable Diffusion folder: --config.model_path=/path/to/sd")
   mesh = sharding.make_mesh(config.mesh)
-  pipe = loading.load_pipeline(config.model_path, dtype=DTYPES[config.dtype])
+  pipe = loading.load_pipeline(config.model_path, dtype=config_lib.dtype_from(config))
   data = invert_data.load(config, pipe, mesh, workdir)
   inv = Inverter(config, pipe, data, mesh)
   emb, opt_state = inv.init_state()
-  mngr = invert_state.manager(workdir, int(config.keep_checkpoints))
+  mngr = checkpoint_integrity.checkpoint_manager(workdir, int(config.keep_checkpoints))
   start = 0
   meta = {"tokens": inv.tokens, "shape": list(emb.shape), "optimizer": config.optimizer}
   if mngr.latest_step() is not None:
@@ -232,8 +230,8 @@ def invert(config) -> str:
 def _preview(config, workdir: str, tokens: list[str], vectors: np.ndarray) -> None:
   """A contact sheet of images generated with the learned token (fresh pipeline, our sampler)."""
   from PIL import Image
-  from synth_jax.diffusion import sampler as sampler_lib
-  pipe = loading.load_pipeline(config.model_path, dtype=DTYPES[config.dtype])
+  from synth_jax.diffusion import generate_finish, sampler as sampler_lib
+  pipe = loading.load_pipeline(config.model_path, dtype=config_lib.dtype_from(config))
   for tok, vec in zip(tokens, vectors):  # the loader takes one token at a time, like diffusers'
     textual_inversion.load_textual_inversion(pipe, {tok: vec})
   n = int(config.preview_images)
@@ -244,12 +242,6 @@ def _preview(config, workdir: str, tokens: list[str], vectors: np.ndarray) -> No
                           scheduler="dpm++2m")
   prompts = [str(config.preview_prompt).format(tokens[i % len(tokens)]) for i in range(batch)]
   images = s(prompts, "", np.arange(batch, dtype=np.uint32), 7.5)[:n]
-  h, w = images.shape[1:3]
-  cols = min(4, n)
-  sheet = Image.new("RGB", (cols * w, -(-n // cols) * h))
-  for i, im in enumerate(images):
-    sheet.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
-  buf = io.BytesIO()
-  sheet.save(buf, format="PNG")
-  files.write_bytes(os.path.join(workdir, "preview_contact_sheet.png"), buf.getvalue())
+  sheet = generate_finish.contact_sheet([Image.fromarray(im) for im in images])
+  files.write_bytes(os.path.join(workdir, "preview_contact_sheet.png"), sheet)
 

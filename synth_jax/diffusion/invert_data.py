@@ -104,7 +104,7 @@ def _read_images(config):
   for i in idx:
     raw = split.source[int(i)]["image"]
     try:
-      images.append(_image(raw, int(config.resolution), bool(config.get("center_crop", True))))
+      images.append(_image(raw, int(config.resolution), bool(config.center_crop)))
     except Exception as e:  # PIL raises many types for a corrupt file
       raise DataError(f"image {int(i)} of {config.dataset!r} cannot be decoded "
                       f"({type(e).__name__}); remove it or re-import the dataset") from None
@@ -119,7 +119,7 @@ def _settings(config) -> str:
 
 def _per_class(config) -> bool:
   # finetune shares this loader; it has no per-class tokens and so no such key
-  return bool(config.get("per_class", False))
+  return bool(config.per_class)
 
 
 def load(config, pipe, mesh, workdir: str) -> InversionData:

@@ -16,14 +16,14 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 def validate(config) -> None:
-  name = config.get("optimizer", "adamw")
+  name = config.optimizer
   if name not in OPTIMIZERS:
     raise ConfigError(f"optimizer={name!r} is not one of {list(OPTIMIZERS)}; pass e.g. "
                       "--config.optimizer=adamw")
-  if float(config.get("weight_decay", 0.0)) < 0:
+  if float(config.weight_decay) < 0:
     raise ConfigError(f"weight_decay={config.weight_decay} must be >= 0; pass e.g. "
                       "--config.weight_decay=0.01")
-  momentum = float(config.get("momentum", 0.0))
+  momentum = float(config.momentum)
   if not 0 <= momentum < 1:
     raise ConfigError(f"momentum={momentum} must be in [0, 1) (used by optimizer=sgd); pass e.g. "
                       "--config.momentum=0.9")
@@ -33,21 +33,16 @@ def make_optimizer(config):
   """The optax transformation named by `config.optimizer` (see the module docstring)."""
   import optax
   validate(config)
-  name = config.get("optimizer", "adamw")
-  lr, wd = float(config.learning_rate), float(config.get("weight_decay", 0.0))
+  name = config.optimizer
+  lr, wd = float(config.learning_rate), float(config.weight_decay)
   if name == "adamw":
     return optax.adamw(lr, weight_decay=wd)
   if name == "adam":
     return optax.chain(optax.add_decayed_weights(wd), optax.adam(lr))
-  momentum = float(config.get("momentum", 0.0))
+  momentum = float(config.momentum)
   return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=momentum or None))
 
 
-def manager(workdir: str, keep: int):
-  import orbax.checkpoint as ocp
-  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                      enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
 
 
 def save(mngr, step: int, emb, opt_state, meta: dict) -> None:

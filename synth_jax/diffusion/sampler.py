@@ -3,8 +3,9 @@
 Text encoding, the whole denoising loop (`lax.fori_loop`) with classifier-free guidance, VAE decode
 and the conversion to uint8 are one XLA program. Token ids, seeds and the guidance scale are traced
 arguments, so new prompts, seeds or guidance never recompile; the batch size and the number of steps
-are the only shapes. The batch is sharded over the mesh's data axes, parameters are replicated (or
-split on `fsdp` when `fsdp=True`). Each image's starting noise comes from its own seed only, so an
+are the only shapes. The batch is sharded over the mesh's data axes, parameters are placed by the
+rule table in `sharding.py` (attention heads / MLP units over `tensor`, large weights over `fsdp`
+when `fsdp=True`, replicated otherwise). Each image's starting noise comes from its own seed only, so an
 image does not depend on which batch or device it was generated in.
 
 Multi-host: generation needs no communication between hosts, so `local_mesh` gives each process a
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth_jax import config as config_lib
 from synth_jax import sharding
 from synth_jax.diffusion import attention as attention_lib
 from synth_jax.diffusion import loading
@@ -96,9 +98,8 @@ class Sampler:
     self.unet = pipe.unet.clone(attention_impl=impl)
     self.vae = pipe.vae.clone(attention_impl=impl)
     params = pipe.params
-    shardings = jax.tree_util.tree_map(lambda _: sharding.replicated(self.mesh), params)
-    if self.fsdp:
-      shardings = dict(shardings, unet=sharding.param_shardings(params["unet"], self.mesh))
+    # the rule table: heads/mlp over "tensor"; with fsdp=True also large weights over "fsdp"
+    shardings = sharding.logical_shardings(params, self.mesh, fsdp=self.fsdp)
     self.params = jax.device_put(params, shardings)
     batch = sharding.batch_sharding(self.mesh)
     self._fn = jax.jit(self._sample, in_shardings=(shardings, batch, batch, batch, None),
@@ -110,10 +111,7 @@ class Sampler:
     """From a generate config: model_path (+ single_file_config), dtype, batch_size, steps, ..."""
     if mesh is None or jax.process_count() > 1:
       mesh = local_mesh(config.get("mesh"))
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(
-        config.get("dtype", "float32"))
-    if dtype is None:
-      raise ConfigError(f"dtype={config.dtype!r} is not one of float32, bfloat16, float16")
+    dtype = config_lib.dtype_from(config)  # configs/generate/base.py is the only default
     # model_path: a diffusers folder, or a single-file checkpoint converted by diffusers
     pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None)
     path = config.get("style_token_path")
@@ -125,9 +123,9 @@ class Sampler:
         log.info("loaded style token(s) %s from %s", tokens, f)
     return cls(pipe, mesh, batch_size=config.batch_size, num_steps=config.steps,
                height=config.get("resolution") or None, width=config.get("resolution") or None,
-               scheduler=config.get("scheduler", "dpm++2m"),
-               scheduler_overrides=dict(config.get("scheduler_overrides", {}) or {}),
-               fsdp=bool(config.get("fsdp", False)), attention=config.get("attention", "auto"))
+               scheduler=config.scheduler,
+               scheduler_overrides=dict(config.scheduler_overrides or {}),
+               fsdp=bool(config.fsdp), attention=config.attention)
 
   # ---- the compiled program -------------------------------------------------------------------
   def _encode(self, params, ids):

@@ -165,7 +165,8 @@ def from_config(scheduler_config: Mapping[str, Any], kind: str | None = None,
 
 
 # ---- DDPM forward process (training: textual inversion) -------------------------------------------
-def _train_alphas(scheduler_config: Mapping[str, Any]):
+def train_alphas(scheduler_config: Mapping[str, Any]):
+  """The training schedule's cumulative alphas (one per train timestep), from a scheduler config."""
   cfg = dict(_NOISE)
   cfg.update({k: v for k, v in dict(scheduler_config).items() if k in _NOISE})
   return jnp.asarray(tables.alphas_cumprod(cfg))
@@ -177,13 +178,13 @@ def _bcast(a, x):
 
 def add_noise(scheduler_config: Mapping[str, Any], x0, noise, t):
   """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise (DDPMScheduler.add_noise); t: (B,) int timesteps."""
-  ac = _train_alphas(scheduler_config)[jnp.asarray(t)].astype(x0.dtype)
+  ac = train_alphas(scheduler_config)[jnp.asarray(t)].astype(x0.dtype)
   return _bcast(jnp.sqrt(ac), x0) * x0 + _bcast(jnp.sqrt(1 - ac), x0) * noise
 
 
 def velocity(scheduler_config: Mapping[str, Any], x0, noise, t):
   """v = sqrt(a_t) noise - sqrt(1 - a_t) x0 (DDPMScheduler.get_velocity), the v-prediction target."""
-  ac = _train_alphas(scheduler_config)[jnp.asarray(t)].astype(x0.dtype)
+  ac = train_alphas(scheduler_config)[jnp.asarray(t)].astype(x0.dtype)
   return _bcast(jnp.sqrt(ac), x0) * noise - _bcast(jnp.sqrt(1 - ac), x0) * x0
 
 

@@ -27,32 +27,11 @@ def _read_file(path: str) -> dict[str, Any]:
         return _read_file(os.path.join(path, name))
     raise WeightsError(f"no {FILE_NAME} (or learned_embeds.bin) in {path}; pass the file itself")
   if path.endswith((".pt", ".bin", ".pth")):
-    obj = _read_torch_nested(path)
+    obj = weights.read_torch(path, nested=True)
     if isinstance(obj, dict) and "string_to_param" in obj:  # A1111 .pt
       return {str(obj.get("name", "*")): np.asarray(obj["string_to_param"]["*"])}
     return obj
   return weights.read_tensors(path)
-
-
-def _read_torch_nested(path: str):
-  """Like weights.read_torch but keeps nesting (A1111 files); still weights_only."""
-  try:
-    import torch
-  except ImportError:
-    raise WeightsError(f"{path} is a PyTorch pickle; install torch or re-save it with "
-                       "save_learned_embeds as .safetensors") from None
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:
-    raise WeightsError(f"refusing to load {path}: it needs unpickling of arbitrary objects "
-                       f"({type(e).__name__}); re-save it as .safetensors") from None
-  def to_np(x):
-    if hasattr(x, "detach"):
-      return x.detach().float().numpy()
-    if isinstance(x, dict):
-      return {k: to_np(v) for k, v in x.items()}
-    return x
-  return to_np(obj)
 
 
 def read_embeddings(path_or_dict, token: str | None = None) -> tuple[list[str], list[np.ndarray]]:

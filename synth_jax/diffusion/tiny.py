@@ -17,24 +17,12 @@ import numpy as np
 from synth_jax import files, streams
 from synth_jax.diffusion import loading
 from synth_jax.models import clip_text
+from synth_jax.models.clip_openclip import bytes_to_unicode
 
 # Words that get whole-word BPE merges; anything else falls back to single bytes (still valid).
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "bird", "car", "plane", "ship", "flower",
          "painting", "sketch", "cartoon", "blurry", "low", "quality")
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-  """GPT-2/CLIP byte -> printable unicode map, which the BPE vocab is written in."""
-  bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) +
-        list(range(ord("®"), ord("ÿ") + 1)))
-  cs, n = bs[:], 0
-  for b in range(256):
-    if b not in bs:
-      bs.append(b)
-      cs.append(256 + n)
-      n += 1
-  return dict(zip(bs, map(chr, cs)))
 
 
 def tiny_vocab(words=WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -10,7 +10,7 @@ Import-light: jax/flax only (torch is imported inside the importers; clip/clip_t
 imported here).
 """
 from synth_jax.models.clip_vision import CLIPVisionModel
-from synth_jax.models.common import logical_axes, logical_shardings, reinit_head, resample_posemb
+from synth_jax.models.common import reinit_head, resample_posemb
 from synth_jax.models.norm import DomainBatchNorm, DomainLayerNorm, domain_ids
 from synth_jax.models.resnet import (ResNet, ResNetVariant, resnet18, resnet34, resnet50, resnet101,
                                      resnet152)
@@ -18,6 +18,6 @@ from synth_jax.models.vit import ViT, ViTVariant, vit_b16, vit_b32, vit_l16, vit
 
 __all__ = [
     "CLIPVisionModel", "DomainBatchNorm", "DomainLayerNorm", "ResNet", "ResNetVariant", "ViT", "ViTVariant",
-    "domain_ids", "logical_axes", "logical_shardings", "reinit_head", "resample_posemb", "resnet18", "resnet34",
+    "domain_ids", "reinit_head", "resample_posemb", "resnet18", "resnet34",
     "resnet50", "resnet101", "resnet152", "vit_b16", "vit_b32", "vit_l16", "vit_s16",
 ]

@@ -116,7 +116,8 @@ def _bucket(n: int, batch_size: int) -> int:
   return min(b, batch_size)
 
 
-def _normalize(x):
+def normalize(x):
+  """Unit-length embeddings in fp32 (CLIP's cosine similarity is their dot product)."""
   x = x.astype(jnp.float32)
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -134,9 +135,9 @@ class CLIP:
     self.tokenizer, self.preprocess, self.batch_size = tokenizer, preprocess, batch_size
     self.context_length = text_model.max_position_embeddings
     self._pool = None
-    self._text_fn = jax.jit(lambda p, ids: _normalize(text_model.apply({"params": p}, ids)["text_embeds"]))
+    self._text_fn = jax.jit(lambda p, ids: normalize(text_model.apply({"params": p}, ids)["text_embeds"]))
     self._image_fn = jax.jit(
-        lambda p, x: _normalize(vision_model.apply({"params": p}, x)["image_embeds"]))
+        lambda p, x: normalize(vision_model.apply({"params": p}, x)["image_embeds"]))
 
   @property
   def embed_dim(self) -> int:

@@ -7,7 +7,7 @@ activation (OpenAI: quick_gelu; OpenCLIP: exact gelu) and a bias-free head, whic
 LayerNorm is per token, so normalizing all tokens and taking the first is the same numbers). The
 parameters are therefore the ViT's big_vision tree (`embedding/kernel`, `cls`, `pos_embedding`,
 `Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel`, ..., `head/kernel`), and
-`logical_axes` / `logical_shardings` treat them like any ViT. `params_from_hf` renames and
+`sharding.logical_axes` / `logical_shardings` treat them like any ViT. `params_from_hf` renames and
 re-lays-out HF tensors (Linear/Conv transposes, fused q/k/v heads split, class token and position
 table given the ViT's leading axes); load errors name both our key and the HF one.
 

@@ -1,8 +1,7 @@
-"""What ResNet and ViT share: strict loading into a model, head re-initialization, logical axes.
+"""What ResNet and ViT share: strict loading into a model, head re-initialization.
 
 Parameters stay plain arrays (no boxed `nn.Partitioned`), so importers and optimizers see ordinary
-trees; `logical_axes(tree)` names every dimension by rule instead, and `logical_shardings` turns
-those names into NamedShardings on the mesh's `fsdp` axis.
+trees; `synth_jax.sharding.logical_axes(tree)` names every dimension by rule instead.
 """
 from __future__ import annotations
 
@@ -84,71 +83,6 @@ def reinit_head(params: Mapping, rng, num_classes: int | None = None, zero: bool
   if "bias" in head:  # CLIP's projection head has none
     out["head"]["bias"] = jnp.zeros((n,), head["bias"].dtype)
   return out
-
-
-# (path regex, ndim) -> logical names. First match wins; a tensor no rule covers gets all-None
-# (replicated) names, and tests/models/test_sharding.py checks that no model has one.
-_RULES = (
-    (r"(.*/)?head/kernel", 2, ("embed", "classes")),
-    (r"(.*/)?head/bias", 1, ("classes",)),
-    (r".*(Dense_0|fc1)/kernel", 2, ("embed", "mlp")),
-    (r".*(Dense_0|fc1)/bias", 1, ("mlp",)),
-    (r".*(Dense_1|fc2)/kernel", 2, ("mlp", "embed")),
-    (r".*/out/kernel", 3, ("heads", "head_dim", "embed")),
-    (r".*/(query|key|value)/kernel", 3, ("embed", "heads", "head_dim")),
-    (r".*/(query|key|value)/bias", 2, ("heads", "head_dim")),
-    # CLIP text tower (HF layout): fused-head 2-D projections, their (H*hd) side named "heads".
-    (r".*/(q_proj|k_proj|v_proj)/kernel", 2, ("embed", "heads")),
-    (r".*/(q_proj|k_proj|v_proj)/bias", 1, ("heads",)),
-    (r".*/out_proj/kernel", 2, ("heads", "embed")),
-    (r".*token_embedding/embedding", 2, ("vocab", "embed")),
-    (r".*position_embedding/embedding", 2, ("seq", "embed")),
-    (r"(.*/)?text_projection/kernel", 2, ("embed", "proj")),
-    (r".*kernel", 4, ("conv_h", "conv_w", "conv_in", "conv_out")),
-    (r".*pos_embedding", 3, (None, "seq", "embed")),
-    (r"(.*/)?cls", 3, (None, None, "embed")),
-    (r".*/(scale|bias|mean|var)", 2, ("domain", "embed")),  # per-domain norm tables (D, C)
-    (r".*", 1, ("embed",)),  # norms, BN statistics, remaining biases: the channel dim
-)
-
-
-def logical_axes(tree: Mapping) -> dict:
-  """A tree of tuples of logical axis names, one per dimension, matching `tree` (params or stats).
-
-  Covers ResNet, ViT (CLIP's image tower included) and the CLIP text tower.
-  """
-  flat = weights.flatten(tree)
-  out = {}
-  for k, v in flat.items():
-    names = tuple([None] * len(v.shape))
-    for pattern, ndim, n in _RULES:
-      if len(v.shape) == ndim and re.fullmatch(pattern, k):
-        names = n
-        break
-    out[k] = names
-  return weights.unflatten(out)
-
-
-# Logical names that may be split over "fsdp", in order of preference.
-FSDP_PREFERENCE = ("mlp", "conv_out", "embed", "classes", "heads")
-
-
-def logical_shardings(tree: Mapping, mesh, min_size: int = 2**14) -> dict:
-  """NamedShardings: each large tensor split on "fsdp" along its preferred divisible logical dim."""
-  axes = weights.flatten(logical_axes(tree))
-  flat = weights.flatten(tree)
-  n = mesh.shape["fsdp"]
-  out = {}
-  for k, v in flat.items():
-    spec = [None] * len(v.shape)
-    if n > 1 and int(np.prod(v.shape)) >= min_size:
-      for name in FSDP_PREFERENCE:
-        dims = [i for i, a in enumerate(axes[k]) if a == name and v.shape[i] % n == 0]
-        if dims:
-          spec[dims[0]] = "fsdp"
-          break
-    out[k] = NamedSharding(mesh, P(*spec))
-  return weights.unflatten(out)
 
 
 def resample_posemb(pos: np.ndarray, grid: tuple[int, int], num_prefix: int = 1) -> np.ndarray:

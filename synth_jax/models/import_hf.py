@@ -13,7 +13,7 @@ import numpy as np
 
 from synth_jax.errors import WeightsError
 from synth_jax.models import common, weights
-from synth_jax.models.import_torch import _BN
+from synth_jax.models.import_torch import BN_NAMES
 
 
 def read_folder(folder: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -66,8 +66,8 @@ def resnet_from_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       mod = f"layer{int(m[1]) + 1}_{m[2]}/{kind}{int(m[3]) + 1}"
     if mod and "conv" in mod.split("/")[-1] and leaf == "weight":
       out[f"params/{mod}/kernel"] = weights.conv_kernel(v)
-    elif mod and "bn" in mod.split("/")[-1] and leaf in _BN:
-      out[_BN[leaf].format(mod)] = v
+    elif mod and "bn" in mod.split("/")[-1] and leaf in BN_NAMES:
+      out[BN_NAMES[leaf].format(mod)] = v
     else:
       out[name] = v
   return out

@@ -13,8 +13,9 @@ import numpy as np
 
 from synth_jax.models import common, weights
 
-_BN = {"weight": "params/{}/scale", "bias": "params/{}/bias",
-       "running_mean": "batch_stats/{}/mean", "running_var": "batch_stats/{}/var"}
+# torch BatchNorm tensor -> our variable path (shared with the HF importer)
+BN_NAMES = {"weight": "params/{}/scale", "bias": "params/{}/bias",
+            "running_mean": "batch_stats/{}/mean", "running_var": "batch_stats/{}/var"}
 
 
 def _resnet_module(parts: list[str]) -> str | None:
@@ -49,8 +50,8 @@ def resnet_from_torch(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     mod = _resnet_module(parts)
     if mod is not None and mod.split("/")[-1].startswith(("conv", "downsample_conv")) and leaf == "weight":
       out[f"params/{mod}/kernel"] = weights.conv_kernel(v)
-    elif mod is not None and mod.split("/")[-1].startswith(("bn", "downsample_bn")) and leaf in _BN:
-      out[_BN[leaf].format(mod)] = v
+    elif mod is not None and mod.split("/")[-1].startswith(("bn", "downsample_bn")) and leaf in BN_NAMES:
+      out[BN_NAMES[leaf].format(mod)] = v
     else:
       out[name] = v  # unknown: merge_strict names it
   return out

@@ -190,10 +190,14 @@ class ViTVariant:
   def __call__(self, **kw) -> ViT:
     return ViT(variant=self.variant, **kw)
 
-  def init(self, rng, num_classes: int = 1000, domains=("real",), image_size: int = 224, **kw):
-    """Random init -> (model, params, {})."""
+  def init(self, rng, num_classes: int = 1000, domains=("real",), image_size: int = 224,
+           place=None, **kw):
+    """Random init -> (model, params, {}), placed by `place(variables)` when given."""
     model = self(num_classes=num_classes, domains=tuple(domains), **kw)
-    v = jax.jit(model.init)(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    # place: abstract variables -> shardings, so each device materializes only its own slices
+    out = place(jax.eval_shape(model.init, rng, x)) if place is not None else None
+    v = jax.jit(model.init, out_shardings=out)(rng, x)
     return model, v["params"], {}
 
   def from_timm(self, path: str, num_classes: int = 1000, domains=("real",), image_size=None, keep_head=None, **kw):

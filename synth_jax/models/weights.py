@@ -72,8 +72,11 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: di
   files.write_bytes(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
-def read_torch(path: str) -> dict[str, np.ndarray]:
-  """Reads a torch checkpoint with weights_only=True; anything needing arbitrary unpickling is refused."""
+def read_torch(path: str, nested: bool = False) -> dict:
+  """Reads a torch checkpoint with weights_only=True; anything needing arbitrary unpickling is refused.
+
+  `nested=True` keeps the file's dict nesting (A1111 textual-inversion files), tensors as fp32.
+  """
   try:
     import torch
   except ImportError:
@@ -84,6 +87,12 @@ def read_torch(path: str) -> dict[str, np.ndarray]:
   except Exception as e:  # UnpicklingError and friends
     raise WeightsError(f"refusing to load {path}: it needs unpickling of arbitrary objects "
                        f"({type(e).__name__}); export it as .safetensors or a plain state_dict") from None
+  if nested:
+    def to_np(x):
+      if hasattr(x, "detach"):
+        return x.detach().float().numpy()
+      return {k: to_np(v) for k, v in x.items()} if isinstance(x, dict) else x
+    return to_np(obj)
   for key in ("state_dict", "model", "module"):  # common wrappers
     if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
       obj = obj[key]

@@ -165,7 +165,7 @@ def filter_dataset(config):
       return json.load(f)
   _check(config)
   path = os.path.abspath(os.path.expanduser(config.synthetic))
-  dataset_dir = sources._find_dataset_dir(path)  # pylint: disable=protected-access
+  dataset_dir = sources.find_dataset_dir(path)
   if dataset_dir is None:
     raise DataError(f"config.synthetic={config.synthetic!r} holds no dataset_info.json; pass the "
                     "dataset directory the generate stage wrote")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-from synth_jax.checkpoint_integrity import MANIFEST, step_paths, record, verify  # noqa: F401
+from synth_jax.checkpoint_integrity import MANIFEST, checkpoint_manager, record, step_paths, verify  # noqa: F401
 from synth_jax.errors import RunDirError
 
 

@@ -26,15 +26,9 @@ import numpy as np
 from synth_jax import faults, runs, sharding
 from synth_jax.errors import TrainingError
 from synth_jax.train import integrity
+from synth_jax.train.integrity import checkpoint_manager  # noqa: F401  (the one constructor)
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_manager(workdir: str, keep: int):
-  import orbax.checkpoint as ocp
-  opts = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                      enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
 
 
 def read_meta(mngr, step: int) -> dict:

@@ -197,7 +197,8 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
   """Trains phase i from `params`/`stats` (or from `resume`'s checkpoint); returns its state."""
   config, phase = t.config, t.phases[i]
   tx = state_lib.make_optimizer(config, config[phase.config_key], t.counts[i])
-  state = state_lib.TrainState.create(params, stats, tx, t.mesh)  # these weights, fresh optimizer
+  state_sh = state_lib.state_shardings(params, stats, tx, t.shardings, t.mesh)
+  state = state_lib.TrainState.create(params, stats, tx, state_sh)  # these weights, fresh optimizer
   if resume is not None and resume.phase_done:  # killed before the next phase's first checkpoint
     return loop.restore(t.mngr, resume.step, state)
   iterator = iter(t.datasets[i][0])
@@ -214,7 +215,8 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
             t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
             cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
             label_smoothing=config.label_smoothing, dtype=t.dtype,
-            domain=_domain(config) if phase.data == "paired" else None),
+            domain=_domain(config) if phase.data == "paired" else None,
+            state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh)),
         rng=streams.key(config.seed, "train_step", i),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         eval_every=config.eval_every, history=list(records),
@@ -256,7 +258,8 @@ def build(config, workdir: str):
   real, syn, test = open_data(config, any(p.data != "real" for p in phases))
   num_classes = len(real.split.class_names)
   domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
-  model, params, stats = state_lib.build_model(config, num_classes, domains)
+  place = lambda tree: sharding.logical_shardings(tree, mesh, fsdp=config.fsdp)  # noqa: E731
+  model, params, stats = state_lib.build_model(config, num_classes, domains, place=place)
   dtype = jnp.bfloat16 if config.bf16 else jnp.float32
   datasets = [phase_dataset(config, p, i, real, syn) for i, p in enumerate(phases)]
   counts = [phase_steps(config[p.config_key], n, config.batch_size)
@@ -264,7 +267,7 @@ def build(config, workdir: str):
   eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
                                        augment=config.augment.to_dict(), workers=config.workers)
   eval_step = steps_lib.make_eval_step(model, num_classes, dtype)
-  shardings = _param_shardings(config, params, mesh)
+  shardings = place(params)
   params = jax.device_put(params, shardings)
   stats = jax.device_put(stats, sharding.replicated(mesh))
   t = Trainer(config=config, phases=phases, datasets=datasets, counts=counts, model=model,
@@ -316,9 +319,3 @@ def _reinit(params, rng):
   from synth_jax import models
   return models.reinit_head(params, rng)
 
-
-def _param_shardings(config, params, mesh):
-  if config.fsdp:
-    from synth_jax import models
-    return models.logical_shardings(params, mesh)
-  return jax.tree.map(lambda _: sharding.replicated(mesh), params)

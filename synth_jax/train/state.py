@@ -2,7 +2,7 @@
 
   model, params, stats = build_model(config, num_classes, domains)
   tx = make_optimizer(config, phase_cfg, total_steps)
-  state = TrainState.create(params, stats, tx)
+  state = TrainState.create(params, stats, tx, shardings=state_shardings(...))
 
 Weight decay applies to leaves named `kernel` only (conv/dense weights), never to BatchNorm
 scale/bias, biases or embeddings: the usual fine-tuning recipe (Goyal et al.; timm's no_weight_decay).
@@ -30,20 +30,28 @@ class TrainState:
   opt_state: Any
 
   @classmethod
-  def create(cls, params, batch_stats, tx, mesh=None) -> "TrainState":
-    """With `mesh`, every leaf lives on the mesh (opt_state follows the params' shardings via
-    jit), so a checkpoint restored into this template lands on the same devices."""
-    if mesh is None:
+  def create(cls, params, batch_stats, tx, shardings=None) -> "TrainState":
+    """With `shardings` (from `state_shardings`), the state is built by one jit whose outputs
+    are already placed: no device ever holds a full copy of a sharded parameter or momentum, and
+    a checkpoint restored into this template lands on the same devices."""
+    def make(params, batch_stats):
       return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                  opt_state=tx.init(params))
-    from synth_jax import sharding
-    rep = sharding.replicated(mesh)
-    # Param-shaped optimizer leaves (momenta) take their parameter's sharding; counts replicate.
-    opt_state = optax.tree_map_params(tx, lambda x, p: jax.device_put(x, p.sharding),
-                                      tx.init(params), params,
-                                      transform_non_params=lambda x: jax.device_put(x, rep))
-    step = jax.device_put(jnp.zeros((), jnp.int32), rep)
-    return cls(step=step, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    if shardings is None:
+      return make(params, batch_stats)
+    return jax.jit(make, out_shardings=shardings)(params, batch_stats)
+
+
+def state_shardings(params, batch_stats, tx, param_shardings, mesh) -> TrainState:
+  """A TrainState of NamedShardings: params as given, momenta as their parameter, the rest
+  (step, counts, BatchNorm statistics) replicated."""
+  from synth_jax import sharding
+  rep = sharding.replicated(mesh)
+  opt_shape = jax.eval_shape(tx.init, params)
+  opt = optax.tree_map_params(tx, lambda _, s: s, opt_shape, param_shardings,
+                              transform_non_params=lambda _: rep)
+  return TrainState(step=rep, params=param_shardings,
+                    batch_stats=jax.tree.map(lambda _: rep, batch_stats), opt_state=opt)
 
 
 SCRATCH = "scratch"  # config.init value that asks for random weights (never the empty default)
@@ -72,8 +80,11 @@ def check_init(config) -> None:
                       "checkpoint file/folder, or --config.init=scratch for random weights")
 
 
-def build_model(config, num_classes: int, domains=("real",)):
-  """config.model (+ config.init weights) -> (model, params, batch_stats)."""
+def build_model(config, num_classes: int, domains=("real",), place=None):
+  """config.model (+ config.init weights) -> (model, params, batch_stats).
+
+  `place` (abstract variables -> shardings) makes a random init come out already sharded.
+  """
   from synth_jax import models
   check_init(config)
   kw = {"dtype": jnp.bfloat16} if config.bf16 else {}
@@ -89,7 +100,7 @@ def build_model(config, num_classes: int, domains=("real",)):
   if config.init == SCRATCH:
     rng = streams.key(config.seed, "model_init")
     return variant.init(rng, num_classes=num_classes, domains=domains,
-                        image_size=config.augment.resolution, **kw)
+                        image_size=config.augment.resolution, place=place, **kw)
   loader = getattr(variant, INIT_FORMATS[config.init_format], None)
   if loader is None:
     raise ConfigError(f"config.init_format={config.init_format!r} is not available for "

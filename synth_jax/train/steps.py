@@ -29,8 +29,12 @@ def _images(batch, dtype):
 
 def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
                     cutmix_alpha: float = 0.0, label_smoothing: float = 0.0,
-                    domain: Any = None, dtype=jnp.float32):
+                    domain: Any = None, dtype=jnp.float32, state_shardings: Any = None,
+                    metrics_sharding: Any = None):
   """A jitted (state, batch, rng) -> (state, metrics) with the state donated.
+
+  With `state_shardings` (a TrainState of NamedShardings) the new state is pinned to the old
+  one's placement, so a step never gathers a sharded parameter onto one device.
 
   Args:
     domain: the model's BN routing (None, an int, or static (n_real, n_syn) split sizes).
@@ -64,7 +68,9 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
                "grad_norm": optax.global_norm(grads)}
     return new, metrics
 
-  return jax.jit(step, donate_argnums=(0,))
+  if state_shardings is None:
+    return jax.jit(step, donate_argnums=(0,))
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(state_shardings, metrics_sharding))
 
 
 def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None):

@@ -7,10 +7,10 @@ folder for the component configs, tokenizer and scheduler, so nothing comes from
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
+from synth_jax import config as config_lib
 from synth_jax import sharding
 from synth_jax.diffusion import loading
 from synth_jax.diffusion import sampler as sampler_lib
@@ -18,6 +18,8 @@ from synth_jax.errors import WeightsError
 from synth_jax.models import weights
 from tests.diffusion_io import helpers
 from tests.diffusion_io import ldm_layout
+
+GENERATE_BASE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "generate", "base.py")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,9 @@ def test_single_file_equals_folder(single_file, tmp_path):
 
 def test_sampler_from_config_takes_a_single_file(single_file):
   folder, ckpt = single_file
-  config = ml_collections.ConfigDict(dict(
-      model_path=ckpt, single_file_config=folder, dtype="float32", batch_size=1, steps=2,
-      resolution=16, mesh=dict(data=1)))
+  config = config_lib.load_config(GENERATE_BASE, [  # the config file's defaults
+      f"model_path={ckpt}", f"single_file_config={folder}", "dtype=float32", "batch_size=1",
+      "steps=2", "resolution=16", "mesh.data=1"])
   s = sampler_lib.Sampler.from_config(config, sharding.make_mesh({"data": 1},
                                                                   devices=jax.devices()[:1]))
   _assert_same_params(s.pipe, loading.load_pipeline(folder))

@@ -50,10 +50,24 @@ def test_shard_batch_and_params():
   assert len(xs.addressable_shards) == 8
   assert xs.addressable_shards[0].data.shape == (2, 3)
   np.testing.assert_array_equal(np.asarray(xs), x)
-  params = {"big": jnp.zeros((256, 128)), "bias": jnp.zeros((128,))}
-  shards = sharding.param_shardings(params, mesh)
-  assert shards["big"].spec == jax.sharding.PartitionSpec("fsdp", None)
-  assert shards["bias"].spec == jax.sharding.PartitionSpec()
+  # the rule table names Dense_0/kernel (embed, mlp): the mlp side goes to fsdp; small tensors stay whole
+  params = {"Dense_0": {"kernel": jnp.zeros((256, 128)), "bias": jnp.zeros((128,))}}
+  shards = sharding.logical_shardings(params, mesh)
+  assert shards["Dense_0"]["kernel"].spec == jax.sharding.PartitionSpec(None, "fsdp")
+  assert shards["Dense_0"]["bias"].spec == jax.sharding.PartitionSpec()
+
+
+def test_mesh_that_mesh_utils_cannot_lay_out_is_a_mesh_error(monkeypatch):
+  from jax.experimental import mesh_utils
+
+  class FakeTPU:
+    platform, device_kind = "tpu", "TPU v4"
+
+  def refuse(shape, devices):
+    raise NotImplementedError("no physical layout")
+  monkeypatch.setattr(mesh_utils, "create_device_mesh", refuse)
+  with pytest.raises(MeshError, match=r"mesh \{'data': 2, 'fsdp': 1, 'tensor': 2\} cannot be laid out"):
+    sharding.make_mesh({"data": 2, "tensor": 2}, devices=[FakeTPU() for _ in range(4)])
 
 
 def test_initialize_distributed_is_noop_on_one_host(monkeypatch):

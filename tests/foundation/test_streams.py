@@ -68,3 +68,9 @@ def test_no_seed_derivation_outside_the_stream_helper():
         if any(n == "seed" for n in names):
           offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} (seed arithmetic)")
   assert not offenders, offenders
+
+
+def test_design_md_lists_every_stream():
+  text = (PACKAGE.parent / "DESIGN.md").read_text()
+  missing = [name for name in streams.STREAMS if f"`{name}`" not in text]
+  assert not missing, f"add these streams to DESIGN.md: {missing}"

@@ -37,9 +37,16 @@ def _run(cfg, delay=0.0):
 
 def _digest(dataset_dir):
   """sha256 of every shard (the dataset bytes) and the records' metadata."""
-  names = sorted(n for n in os.listdir(dataset_dir) if ".array_record-" in n)
+  names = sorted(n for n in os.listdir(dataset_dir) if ".array_record-" in n and n[0] != ".")
   return {n: hashlib.sha256(open(os.path.join(dataset_dir, n), "rb").read()).hexdigest()
           for n in names}
+
+
+@pytest.fixture(scope="module")
+def ref_digest(tmp_path_factory):
+  """The uninterrupted one-process dataset's shard digests, shared by the resume/multi-host tests."""
+  out, _ = _run(_config(tmp_path_factory.mktemp("ref") / "ref"))
+  return _digest(out)
 
 
 def _env():
@@ -186,41 +193,40 @@ def test_dsi_prompt_needs_style_token(tmp_path):
   assert sampler.config.style_token_path == cfg.style_token_path
 
 
-def test_multi_host_processes_write_their_own_shards(tmp_path, monkeypatch):
+def test_multi_host_processes_write_their_own_shards(tmp_path, monkeypatch, ref_digest):
   """Process p of 2 writes shards p, p+2, ...; process 0 finalizes; same bytes as one process."""
   import jax
-  ref, _ = _run(_config(tmp_path / "ref"))
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   out, (s1,) = _run(_config(tmp_path / "mh"))
-  assert sorted(n.split("-")[-3] for n in os.listdir(out) if ".array_record-" in n) == [
+  assert sorted(n.split("-")[-3] for n in os.listdir(out) if n.startswith("synthetic-")) == [
       "00001", "00003"]  # 15 images in shards of 4: shards 1 and 3 (4 + 3 images)
   assert not os.path.exists(os.path.join(out, "dataset_info.json"))
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   out, (s0,) = _run(_config(tmp_path / "mh"))
   assert s0.calls == 2 * 2 and s1.calls == 2 + 2  # batch 2: shards 0, 2 (8 imgs) / 1, 3 (7 imgs)
-  assert _digest(out) == _digest(ref)
+  assert _digest(out) == ref_digest
   assert os.path.exists(os.path.join(out, "dataset_info.json"))
 
 
-def test_process0_records_a_shard_whose_manifest_entry_was_dropped(tmp_path, monkeypatch):
-  """Concurrent record_file calls can drop an entry; process 0 must not wait forever."""
+def test_shard_records_are_per_shard_files_merged_by_process_0(tmp_path, monkeypatch):
+  """No shared read-modify-write: process 1 writes only its shards' own record files, never
+  manifest.json; process 0 merges every record into manifest.json at the end (and removes them)."""
   import jax
   from synth_jax import files
-  from synth_jax.diffusion import generate_finish
-  ref, _ = _run(_config(tmp_path / "ref"))
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   out, _ = _run(_config(tmp_path / "mh"))
-  manifest = files.read_manifest(out)
-  lost = next(n for n in manifest if n.endswith("-00003-of-00004"))
-  del manifest[lost]  # as if process 0's record_file had overwritten it
-  files.write_json(os.path.join(out, "manifest.json"), manifest)
-  os.utime(os.path.join(out, lost), (time.time() - 120, time.time() - 120))
+  assert not os.path.exists(os.path.join(out, files.MANIFEST))
+  records = sorted(n for n in os.listdir(out) if n.endswith(".record.json"))
+  assert [r.split("-")[-3] for r in records] == ["00001", "00003"]  # .<shard>.record.json
   monkeypatch.setattr(jax, "process_index", lambda: 0)
-  monkeypatch.setattr(generate_finish, "POLL_S", 0.01)
   out, _ = _run(_config(tmp_path / "mh"))
-  assert lost in files.read_manifest(out) and _digest(out) == _digest(ref)
+  manifest = files.read_manifest(out)
+  assert sorted(n.split("-")[-3] for n in manifest) == ["00000", "00001", "00002", "00003"]
+  assert not [n for n in os.listdir(out) if n.endswith(".record.json")]
+  for name, entry in manifest.items():
+    assert entry == files.file_entry(os.path.join(out, name))
 
 
 def test_process0_waiting_on_sigterm_raises_preempted(tmp_path, monkeypatch):
@@ -238,8 +244,7 @@ def test_process0_waiting_on_sigterm_raises_preempted(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("point", ["generate_shard:2", "generate_batch:3", "atomic_write:2"])
-def test_kill9_then_rerun_equals_uninterrupted(tmp_path, point):
-  ref, _ = _run(_config(tmp_path / "ref"))
+def test_kill9_then_rerun_equals_uninterrupted(tmp_path, point, ref_digest):
   work = str(tmp_path / "killed")
   cmd = [sys.executable, "-m", "tests.generate.fake", work]
   killed = subprocess.run(cmd, cwd=ROOT, env={**_env(), "SYNTH_JAX_KILL_AT": point},
@@ -248,11 +253,11 @@ def test_kill9_then_rerun_equals_uninterrupted(tmp_path, point):
   again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
   out = os.path.join(work, "synthetic", "1.0.0")
-  assert _digest(out) == _digest(ref)
+  assert _digest(out) == ref_digest
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
-def test_sigterm_keeps_shards_and_exits_0(tmp_path):
+def test_sigterm_keeps_shards_and_exits_0(tmp_path, ref_digest):
   work = str(tmp_path / "t")
   cmd = [sys.executable, "-m", "tests.generate.fake", work, "0.3"]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -269,8 +274,7 @@ def test_sigterm_keeps_shards_and_exits_0(tmp_path):
   assert not os.path.exists(os.path.join(out, "dataset_info.json"))
   again = subprocess.run(cmd[:-1], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
-  ref, _ = _run(_config(tmp_path / "ref"))
-  assert _digest(out) == _digest(ref)
+  assert _digest(out) == ref_digest
 
 
 @pytest.mark.parametrize("override,message", [

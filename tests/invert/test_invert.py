@@ -205,7 +205,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path):
     invert.invert(cfg)
   assert not (run / "learned_embeds.safetensors").exists()
   assert not (run / "per_class").exists()
-  mngr = invert_state.manager(str(run), int(cfg.keep_checkpoints))
+  mngr = checkpoint_integrity.checkpoint_manager(str(run), int(cfg.keep_checkpoints))
   assert mngr.latest_step() == last >= 2
   checkpoint_integrity.verify(mngr, last)  # every file as recorded when it was saved
   tx = invert_state.make_optimizer(cfg)

@@ -4,7 +4,6 @@ import json
 import os
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -18,6 +17,8 @@ from tests.diffusion_io import helpers
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs", "invert", "base.py")
 STEPS = 2
+
+GENERATE_BASE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "generate", "base.py")
 
 
 @pytest.mark.slow
@@ -81,9 +82,9 @@ def test_per_class_trains_each_drawn_class_token_and_exports_a_loadable_folder(t
     np.testing.assert_array_equal(pt_table[pt.tokenizer.convert_tokens_to_ids(tok)], learned[tok])
 
   # the generate stage's Sampler.from_config loads the folder (style_token_path=<workdir>/per_class)
-  gen = ml_collections.ConfigDict(dict(model_path=cfg.model_path, dtype="float32", batch_size=8,
-                                       steps=2, resolution=16,
-                                       style_token_path=str(root / "w" / "per_class")))
+  gen = config_lib.load_config(GENERATE_BASE, [
+      f"model_path={cfg.model_path}", "dtype=float32", "batch_size=8", "steps=2", "resolution=16",
+      f"style_token_path={root / 'w' / 'per_class'}"])
   s = sampler.Sampler.from_config(gen)
   table = np.asarray(weights.flatten(s.pipe.params["text_encoder"])[clip_text.TOKEN_EMBEDDING])
   np.testing.assert_array_equal(table[:len(original_table)], original_table)  # old rows as loaded

@@ -110,7 +110,7 @@ def tiny_lm(tmp_path_factory):
   """A random 2-layer GPT-2 and a byte-level BPE tokenizer, built offline, saved by transformers."""
   import torch
   import transformers
-  from synth_jax.diffusion.tiny import bytes_to_unicode
+  from synth_jax.models.clip_openclip import bytes_to_unicode
   folder = str(tmp_path_factory.mktemp("tiny_gpt2"))
   vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
   vocab["<|endoftext|>"] = len(vocab)

@@ -39,13 +39,18 @@ def test_plan_defaults():
 
 def test_bridged_reinits_only_head_and_mixup_phase1_only(data, tmp_path, monkeypatch):
   real, syn = data
-  cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="bridged")
+  # on a data x fsdp x tensor mesh: the state is created sharded and every step keeps it placed
+  cfg = helpers.tiny_config(tmp_path / "run", real, syn, method="bridged", fsdp=True,
+                            **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   seen, made = [], []
   orig_loop, orig_make = loop.run_phase, steps_lib.make_train_step
 
   def spy_loop(run, state, *a, **k):
     seen.append((run.index, jax.device_get(state.params)))
+    before = [x.sharding.spec for x in jax.tree.leaves(state.params)]
     out = orig_loop(run, state, *a, **k)
+    assert [x.sharding.spec for x in jax.tree.leaves(out.params)] == before
+    assert any("fsdp" in spec for spec in before)
     seen.append((run.index, jax.device_get(out.params)))
     return out
 
