@@ -34,7 +34,7 @@ SCHEDULERS = ("dpm++2m", "ddim", "euler")
 def validate(config) -> None:
   """Every config mistake is found here, before any model is loaded or anything is written."""
   from synth_jax import checks
-  from synth_jax.checks import Bool, Int, Float, OneOf, Path, Text
+  from synth_jax.checks import Bool, Int, Float, OneOf, Text
   checks.check(config, {
       "images_per_class": Int(1, 10**6, 100), "resolution": Int(0, 4096, 512),
       "steps": Int(1, 1000, 25), "guidance": Float(example=7.5), "batch_size": Int(1, 4096, 16),
@@ -42,10 +42,9 @@ def validate(config) -> None:
       "encode_threads": Int(0, 256, 0), "seed": Int(0, 2**32 - 1, 0),
       "dtype": OneOf(checks.DTYPES, "bfloat16"), "scheduler": OneOf(SCHEDULERS, "ddim"),
       "attention": OneOf(("auto", "xla", "cudnn"), "auto"), "fsdp": Bool(),
-      "image_format": OneOf(("png", "jpeg"), "png"), "template": Text(example="'a photo of a {}'"),
+      "template": Text(example="'a photo of a {}'"),
       "negative_prompt": Text(), "model_path": Text(), "single_file_config": Text(),
-      "prompts_path": Path("file", example="prompts.json"),
-      "style_token_path": Path("file", example="learned_embeds.safetensors")})
+      "prompts_path": Text(), "style_token_path": Text()})  # paths: named where they are read
   for key in ("classes",):
     v = config.get(key)
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):

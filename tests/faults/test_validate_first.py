@@ -220,11 +220,13 @@ def test_cli_parses_like_users_write(tmp_path, capfd):
 
 
 # ---- rule 6: names from user data are safe --------------------------------------------------------
-@pytest.mark.parametrize("name", ["cat", "a/b", "a_b", "猫" * 300, "x" * 1000, "..", "", "é"])
+@pytest.mark.parametrize("name", ["cat", "a/b", "a_b", "猫", "x", "..", "", "é"])
 def test_file_names_from_class_names_fit_and_never_collide(tmp_path, name):
-  safe = files.safe_name(name)
-  assert 0 < len(safe.encode()) <= files.MAX_NAME_BYTES and "/" not in safe and safe not in (".", "..")
-  files.write_text(str(tmp_path / f"contact_sheet_{safe}.png"), name)  # the filesystem takes it
+  for n in (name, name * 1000):  # any script, any length
+    safe = files.safe_name(n)
+    assert 0 < len(safe.encode()) <= files.MAX_NAME_BYTES and "/" not in safe
+    assert safe not in (".", "..")
+    files.write_text(str(tmp_path / f"contact_sheet_{safe}.png"), n)  # the filesystem takes it
   others = {files.safe_name(n) for n in ("cat", "a/b", "a_b", "猫" * 300, "猫" * 301, "é", "e")}
   assert len(others) == 7
 
