@@ -81,7 +81,7 @@ def validate(config):
       "clip": Path("any", True, "/models/clip-vit-base-patch16"), "clip_model_name": Text(),
       "clip_model_config": Path("file", example="config.json"),
       "clip_dtype": OneOf(checks.DTYPES, "float32"), "prompts_json": Path("file"),
-      "drop_fraction": Float(0, 0.999, 0.1), "drop_misclassified": Bool(),
+      "drop_misclassified": Bool(),  # drop_fraction: _check, [0, 1)
       "min_keep_per_class": Int(0, 10**9, 1), "batch_size": Int(1, 4096, 64),
       "chunk_size": Int(1, 10**7, 2048), "shard_size": Int(1, 10**7, 1000), "output_name": Text()})
   t = config.get("templates")

@@ -41,10 +41,10 @@ def validate(config) -> list[str]:
       "seed": Int(0, 2**32 - 1, 0), "class_names": Text(example="classes.txt"),
       "image_folder": Path("dir", example="~/photos"), "dataset": Text(), "data_dir": Text(),
       "manual_dir": Text(), "split": Text(), "domain": Text(),
-      **{f"weights.{k}": Float(0, 10**6, 1.0) for k in diversify.KINDS},
+      **{f"weights.{k}": Float(None, 10**6, 1.0) for k in diversify.KINDS},  # < 0: kind_weights
       "cd.n": Int(1, 1000, 8), "cd.min_items": Int(0, 1000, 3), "cd.template": Text(True),
       "sd.template": Text(True), "sd.from_llm": Bool(), "sd.n": Int(1, 1000, 8),
-      "sd.min_items": Int(0, 1000, 3), "dsi.token": Text(True, "'<dsi>'", 200),
+      "sd.min_items": Int(0, 1000, 3), "dsi.token": Text(example="'<dsi>'", max_len=200),
       "dsi.template": Text(True), "disambiguate.enabled": Bool(), "disambiguate.n": Int(1, 100, 4),
       "disambiguate.images_per_class": Int(1, 10**4, 16), "disambiguate.template": Text(True),
       "disambiguate.clip": Text(), "disambiguate.model_name": Text(),
@@ -62,8 +62,6 @@ def validate(config) -> list[str]:
   if int(config.sd.min_items) > int(config.sd.n):
     raise ConfigError(f"sd.n={config.sd.n}, sd.min_items={config.sd.min_items}: need "
                       "min_items <= n")
-  if config.llm.kind == "json" and not os.path.isfile(os.path.expanduser(config.llm.path or "")):
-    raise checks.bad("llm.path", config.llm.path, "is not an answers .json file", "answers.json")
   strategies = diversify.check_strategies(list(config.strategies))
   if needs_llm(config, strategies) and not config.llm.get("kind"):
     raise ConfigError("cd, sd.from_llm and disambiguation need an LLM: set "
@@ -87,6 +85,10 @@ def validate(config) -> list[str]:
       contexts=["y"], styles=["z"], token=config.dsi.token,
       cd_template=config.cd.template, sd_template=config.sd.template,
       dsi_template=config.dsi.template)
+  if (needs_llm(config, strategies) and config.llm.kind == "json" and
+      not os.path.isfile(os.path.expanduser(config.llm.path or ""))):
+    from synth_jax import checks
+    raise checks.bad("llm.path", config.llm.path, "is not an answers .json file", "answers.json")
   return strategies
 
 

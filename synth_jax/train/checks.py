@@ -80,7 +80,7 @@ def validate(config) -> None:
   from synth_jax.train import state as state_lib
   values(config)
   run_dir = runs.workdir(config)
-  for key in ("dataset", "synthetic"):
+  for key in ("dataset", "synthetic") if config.method != "vanilla" else ("dataset",):
     path = os.path.expanduser(str(config.get(key) or ""))
     if path and os.path.isdir(path):
       checks.not_inside_input(run_dir, key, path)
