@@ -40,14 +40,13 @@ def validate(config) -> None:
   from synth_jax import checks
   from synth_jax.checks import BIG, Bool, Float, Int, OneOf, Path, Text
   checks.check(config, {
-      "model_path": Text(), "dataset": Text(True, "dtd"), "data_dir": Text(), "split": Text(True),
+      "model_path": Text(), "dataset": Text(), "data_dir": Text(), "split": Text(True),
       "shots": Int(-1, BIG, 10), "max_images": Int(0, BIG, 0), "resolution": Int(8, 4096, 512),
-      "center_crop": Bool(), "flip": Bool(), "per_class": Bool(), "init_from_class_name": Bool(),
+      "init_from_class_name": Bool(),  # center_crop, flip, per_class: below
       "token": Text(True, "'<dataset-style>'", 200), "init_word": Text(True, "photo", 200),
       "steps": Int(1, BIG, 3000), "batch_size": Int(1, 4096, 8),
-      "optimizer": OneOf(("adamw", "adam", "sgd"), "adamw"),
       "learning_rate": Float(0, 100, 5e-3, lo_open=True), "weight_decay": Float(0, 10, 1e-2),
-      "momentum": Float(0, 1, 0.9), "seed": Int(0, 2**32 - 1, 0),
+      "seed": Int(0, 2**32 - 1, 0),  # optimizer, momentum: invert_state.validate
       "checkpoint_every": Int(1, BIG, 500), "keep_checkpoints": Int(1, 1000, 2),
       "encode_batch_size": Int(1, 4096, 16), "preview_images": Int(0, 1024, 8),
       "preview_steps": Int(1, 1000, 25), "preview_prompt": Text(example="'a photo in the style of {}'"),
