@@ -66,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   # --config.KEY=VALUE flags are not argparse options: split them off first.
-  overrides = [a for a in argv if a.startswith("--config.")]
-  rest = [a for a in argv if not a.startswith("--config.")]
+  try:
+    overrides, rest = split_overrides(argv)
+  except SynthJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   args = parser.parse_args(rest)
   verbose = args.verbose or getattr(args, "verbose_stage", False)
   if args.stage is None:
@@ -106,6 +109,27 @@ def main(argv: list[str] | None = None) -> int:
           "finished outputs are kept, rerun to resume)", file=sys.stderr)
     return 1
   return 0
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(--config.KEY=VALUE overrides, the rest); `--config.KEY VALUE` is read as KEY=VALUE, and a
+  second --config FILE is refused (argparse would silently keep the last)."""
+  from synth_jax.errors import ConfigError
+  overrides, rest, i = [], [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith("--config.") and "=" not in a and i + 1 < len(argv) and (
+        not argv[i + 1].startswith("--")):
+      overrides.append(f"{a}={argv[i + 1]}")
+      i += 2
+      continue
+    (overrides if a.startswith("--config.") else rest).append(a)
+    i += 1
+  given = [a for a in rest if a == "--config" or a.startswith("--config=")]
+  if len(given) > 1:
+    raise ConfigError("--config is given twice; pass one config file (set single keys with "
+                      "--config.KEY=VALUE)")
+  return overrides, rest
 
 
 def _os_error_line(e: OSError) -> str:

@@ -79,7 +79,17 @@ def apply_override(config: ConfigDict, item: str) -> None:
   key, raw = item.split("=", 1)
   parent, leaf = _walk(config, key)
   old = parent[leaf]
-  parent[leaf] = parse_value(key, raw, old)
+  if old is None and isinstance(parent, ConfigDict):  # a typed placeholder (FieldReference)
+    kind = parent.get_type(leaf)
+    if kind in (bool, int, float, str) and raw.strip().lower() not in ("none", "null", ""):
+      old = kind()
+    elif raw.strip().lower() in ("none", "null"):
+      parent[leaf] = None
+      return
+  try:
+    parent[leaf] = parse_value(key, raw, old)
+  except (TypeError, ValueError) as e:  # ConfigDict's own type check: one line, not a traceback
+    raise ConfigError(f"config key {key!r} cannot take {raw!r} ({e})") from None
 
 
 def _walk(config: ConfigDict, key: str) -> tuple[Any, str]:
@@ -109,7 +119,7 @@ def parse_value(key: str, raw: str, old: Any) -> Any:
       return True
     if low in ("false", "0", "no"):
       return False
-    raise bad("a bool (true/false)")
+    raise bad("a bool (true/false/yes/no/1/0)")
   if isinstance(old, int):
     try:
       return int(raw)
@@ -167,6 +177,16 @@ def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
     else:
       result[name] = parse_value(name, raw, spec[name])
   return result
+
+
+def refuse_preset_override(arg: str | None, preset: str, keys: Iterable[str]) -> None:
+  """A preset arg (e.g. `smoke`) that sets `keys` must not silently replace the same keys given
+  explicitly in `arg`: 'smoke,batch_size=128' is refused in one line, not run at 64."""
+  given = {p.strip().partition("=")[0] for p in (arg or "").split(",") if "=" in p}
+  clash = sorted(given & set(keys))
+  if clash:
+    raise ConfigError(f"config arg {preset!r} sets {', '.join(clash)} itself, which the arg also "
+                      f"gives; drop one, or keep {preset!r} and override with --config.KEY=VALUE")
 
 
 def to_dict(config: ConfigDict) -> dict:

@@ -69,9 +69,8 @@ def _model(config, workdir: str) -> str:
   return path
 
 
-def _generate(config, workdir: str, model: str) -> str:
+def _generate_config(config, workdir: str, model: str):
   from synth_jax.data import digits
-  from synth_jax.diffusion import generate as generate_lib
   g = _load("generate/base.py")
   g.workdir = os.path.join(workdir, "generate")
   g.model_path = model
@@ -85,12 +84,15 @@ def _generate(config, workdir: str, model: str) -> str:
   g.dtype = "float32"  # CPU: bf16 convolutions are slower there than fp32
   g.images_per_shard = 64
   g.seed = config.seed
-  out = runs.run_stage("generate", generate_lib.generate, g)
-  return out
+  return g
 
 
-def _train(config, workdir: str, method: str, real: str, synthetic: str) -> dict:
-  from synth_jax.train import stage as train_lib
+def _generate(config, workdir: str, model: str) -> str:
+  from synth_jax.diffusion import generate as generate_lib
+  return runs.run_stage("generate", generate_lib.generate, _generate_config(config, workdir, model))
+
+
+def _train_config(config, workdir: str, method: str, real: str, synthetic: str):
   t = _load("train/base.py", f"method={method},smoke")
   t.workdir = os.path.join(workdir, "train", method)
   t.dataset = real
@@ -102,7 +104,49 @@ def _train(config, workdir: str, method: str, real: str, synthetic: str) -> dict
   t.phase1.steps = config.phase1_steps
   t.phase2.steps = config.phase2_steps
   t.checkpoint_every = 50
-  return runs.run_stage("train", train_lib.train, t)
+  return t
+
+
+def _train(config, workdir: str, method: str, real: str, synthetic: str) -> dict:
+  from synth_jax.train import stage as train_lib
+  return runs.run_stage("train", train_lib.train,
+                        _train_config(config, workdir, method, real, synthetic))
+
+
+def methods_of(config) -> list[str]:
+  return [m.strip() for m in str(config.methods).split(",") if m.strip()]
+
+
+def validate(config) -> None:
+  """The demo's fields, then every stage config it will run (checks.VALIDATORS["demo"])."""
+  from synth_jax import checks, sharding
+  from synth_jax.checks import Float, Int, Text
+  from synth_jax.diffusion import generate as generate_lib
+  from synth_jax.train import checks as train_checks
+  checks.check(config, {
+      "seed": Int(0, 2**32 - 1, 0), "model_path": Text(), "resolution": Int(8, 1024, 32),
+      "images_per_class": Int(1, 10**5, 24), "steps": Int(1, 1000, 8),
+      "guidance": Float(0, 50, 5.0), "batch_size": Int(1, 4096, 8), "template": Text(True),
+      "methods": Text(True, "vanilla,bridged"), "shots": Int(1, 10**5, 10),
+      "phase1_steps": Int(1, 10**7, 50), "phase2_steps": Int(1, 10**7, 100),
+      "train_resolution": Int(8, 1024, 16), "train_batch_size": Int(1, 4096, 32)})
+  methods = methods_of(config)
+  if not methods:
+    raise ConfigError("methods='' names no method; pass e.g. --config.methods=vanilla,bridged")
+  if len(set(methods)) != len(methods):
+    raise checks.bad("methods", config.methods, "names a method twice", "vanilla,bridged")
+  if config.model_path and not os.path.isdir(os.path.expanduser(config.model_path)):
+    raise checks.bad("model_path", config.model_path, "is not a diffusers folder", "/models/sd15")
+  workdir = runs.workdir(config)
+  generate_lib.validate(_generate_config(config, workdir, config.model_path or "tiny"))
+  mesh = sharding.make_mesh(None)
+  for m in methods:  # every point before the first runs
+    if m not in train_checks.METHODS:
+      raise checks.bad("methods", config.methods, f"names {m!r}, not one of "
+                       f"{', '.join(train_checks.METHODS)}", "vanilla,mix,bridged")
+    t = _train_config(config, workdir, m, "digits", "synthetic")
+    train_checks.values(t)
+    sharding.check_batch(mesh, t.batch_size, "train_batch_size")
 
 
 def _report(workdir: str, results: dict[str, dict], untrained: bool) -> str:
@@ -139,9 +183,8 @@ def _report(workdir: str, results: dict[str, dict], untrained: bool) -> str:
 def demo(config) -> dict:
   from synth_jax.data import digits
   workdir = runs.workdir(config)
-  methods = [m.strip() for m in str(config.methods).split(",") if m.strip()]
-  if not methods:
-    raise ConfigError("methods='' names no method; pass e.g. --config.methods=vanilla,bridged")
+  methods = methods_of(config)
+  validate(config)  # also when called without run_stage
   print(f"[1/4] real data: scikit-learn digits -> {workdir}/data", flush=True)
   real = digits.write_digits(os.path.join(workdir, "data"))
   print("[2/4] generator", flush=True)

@@ -27,6 +27,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs follow the user's umask
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()
@@ -37,6 +38,27 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
     raise
+
+
+def _read_umask() -> int:
+  mask = os.umask(0o022)  # the only way to read it; set back at once (import time, one thread)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _read_umask()
+MAX_NAME_BYTES = 200  # below the 255-byte file name limit of ext4/xfs/apfs, room for suffixes
+
+
+def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+  """A file name part for a user-given name (a class name): letters, digits, - and _ kept; if
+  anything was replaced or it is too long, a short hash of the exact name is added, so two names
+  never map to one file and any length or script fits the filesystem."""
+  safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_" else "_" for ch in str(name))
+  if safe == name and 0 < len(safe) <= max_bytes:
+    return safe
+  digest = hashlib.sha256(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+  return f"{safe[:max_bytes - 11]}-{digest}"
 
 
 def write_bytes(path: str, data: bytes) -> None:

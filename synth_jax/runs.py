@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from synth_jax import config as config_lib
 from synth_jax import files
-from synth_jax.errors import ConfigError, RunDirError, SynthJaxError
+from synth_jax.errors import ConfigError, SynthJaxError, TrainingError
 
 _stop = threading.Event()
 
@@ -51,24 +51,113 @@ def workdir(config) -> str:
 
 
 def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
-  """config -> run dir (locked, config.json written) -> stage function, with SIGTERM handled."""
+  """config -> validated -> run dir (locked, config.json written) -> stage function.
+
+  The stage's registered validator (checks.VALIDATORS) runs before the run directory is created,
+  and a rerun whose settings differ from the recorded ones is refused before anything is written.
+  A refusal raised by the stage before it wrote any output leaves the run directory exactly as it
+  was found: config records restored, folders it created removed.
+  """
+  from synth_jax import checks
   run_dir = workdir(config)
+  checks.validate(stage, config)
+  created = _first_missing(run_dir)
+  before = _tree(run_dir)
+  try:
+    return _run_locked(stage, fn, config, run_dir, before)
+  except _Refused as r:
+    _remove_new_dirs(run_dir, before, created)  # after the lock is gone
+    raise r.error from None
+
+
+class _Refused(Exception):
+  def __init__(self, error):
+    super().__init__(str(error))
+    self.error = error
+
+
+def _run_locked(stage, fn, config, run_dir, before):
+  from synth_jax import checks
   with files.run_lock(run_dir), preemption_handler():
     names = ["config.json"] + ([f"config.{stage}.json"] if stage != "config" else [])
     previous = {n: _read_bytes(os.path.join(run_dir, n)) for n in names}
-    config_lib.save_config(config, run_dir)
-    if stage != "config":
-      files.write_json(os.path.join(run_dir, f"config.{stage}.json"), config_lib.to_dict(config))
+    record = config_lib.to_dict(config)
     try:
+      checks.check_record(stage, record, run_dir)
+      config_lib.save_config(config, run_dir)
+      if stage != "config":
+        files.write_json(os.path.join(run_dir, f"config.{stage}.json"), record)
       return fn(config)
-    except (ConfigError, RunDirError):
-      # A refused config (e.g. a resume with another model) must not replace the record of
-      # the config that wrote the run directory's outputs. (Errors after work started, e.g. a
-      # NaN loss, keep the new record: its checkpoints were written with it.)
-      for n, data in previous.items():
-        if data is not None:
-          files.write_bytes(os.path.join(run_dir, n), data)
+    except (Preempted, TrainingError):
+      raise  # work ran: its outputs were made with this config
+    except SynthJaxError as e:
+      # A refusal before any output was written (e.g. a resume with another model, a missing
+      # dataset) must not replace the record of the config that wrote the run directory's outputs
+      # nor leave a record of a run that never happened. (Errors after work started keep it.)
+      if _outputs(_tree(run_dir)) == _outputs(before):
+        for n, data in previous.items():
+          path = os.path.join(run_dir, n)
+          if data is None:
+            with contextlib.suppress(FileNotFoundError):
+              os.unlink(path)
+          elif _read_bytes(path) != data:
+            files.write_bytes(path, data)
+        raise _Refused(e) from None
       raise
+
+
+def _tree(run_dir: str) -> dict | None:
+  """{relative path: (size, mtime)} of the outputs under run_dir (config records and lock left out)."""
+  if not os.path.isdir(run_dir):
+    return None
+  out = {}
+  for root, dirs, names in os.walk(run_dir):
+    rel = os.path.relpath(root, run_dir)
+    for d in dirs:
+      out[os.path.normpath(os.path.join(rel, d)) + os.sep] = None
+    for n in names:
+      if rel == "." and (n == ".lock" or (n.startswith("config.") and n.endswith(".json"))):
+        continue
+      with contextlib.suppress(OSError):
+        st = os.stat(os.path.join(root, n))
+        out[os.path.normpath(os.path.join(rel, n))] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+def _outputs(tree: dict | None) -> dict:
+  return {k: v for k, v in (tree or {}).items() if v is not None}
+
+
+def _first_missing(path: str) -> str | None:
+  """The topmost ancestor of `path` (itself included) that does not exist yet."""
+  missing = None
+  while not os.path.exists(path):
+    missing, parent = path, os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def _remove_new_dirs(run_dir: str, before: dict | None, created: str | None) -> None:
+  """Removes empty folders a refused run created (the run dir and its new parents included)."""
+  for root, dirs, _ in os.walk(run_dir, topdown=False):
+    for d in dirs:
+      rel = os.path.normpath(os.path.join(os.path.relpath(root, run_dir), d)) + os.sep
+      if before is None or rel not in before:
+        with contextlib.suppress(OSError):
+          os.rmdir(os.path.join(root, d))
+  if created is None:
+    return
+  path = run_dir
+  while True:
+    try:
+      os.rmdir(path)
+    except OSError:
+      return
+    if path == created:
+      return
+    path = os.path.dirname(path)
 
 
 def _read_bytes(path: str) -> bytes | None:

@@ -30,7 +30,7 @@ only, label smoothing 0.1, Mixup alpha 0.2 (bridged / bridged++ phase 1), 224 px
 """
 import ml_collections
 
-from synth_jax.config import parse_arg
+from synth_jax.config import parse_arg, refuse_preset_override
 
 
 def _phase(steps=None, epochs=None, learning_rate=0.01, mixup_alpha=None):
@@ -97,6 +97,7 @@ def get_config(arg=None):
   c.keep_checkpoints = 2
   c.tensorboard = True
   if a.smoke:  # digits at 32 px on CPU: a tiny ResNet
+    refuse_preset_override(arg, "smoke", ("model", "image_size", "batch_size"))
     c.dataset = c.dataset or "digits"
     c.model = "resnet:basic:1,1,1,1"
     c.init = c.init or "scratch"  # ours: a tiny CPU demo has no pretrained weights to start from

@@ -28,10 +28,37 @@ from synth_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLIT = "train"
+SCHEDULERS = ("dpm++2m", "ddim", "euler")
 
 
 def validate(config) -> None:
-  """Every config mistake is found here, before any model is loaded."""
+  """Every config mistake is found here, before any model is loaded or anything is written."""
+  from synth_jax import checks
+  from synth_jax.checks import Bool, Int, Float, OneOf, Text
+  checks.check(config, {
+      "images_per_class": Int(1, 10**6, 100), "resolution": Int(0, 4096, 512),
+      "steps": Int(1, 1000, 25), "guidance": Float(example=7.5), "batch_size": Int(1, 4096, 16),
+      "images_per_shard": Int(1, 10**6, 256), "jpeg_quality": Int(example=95),
+      "encode_threads": Int(0, 256, 0), "seed": Int(0, 2**32 - 1, 0),
+      "dtype": OneOf(checks.DTYPES, "bfloat16"), "scheduler": OneOf(SCHEDULERS, "ddim"),
+      "attention": OneOf(("auto", "xla", "cudnn"), "auto"), "fsdp": Bool(),
+      "template": Text(example="'a photo of a {}'"),
+      "negative_prompt": Text(), "model_path": Text(), "single_file_config": Text(),
+      "prompts_path": Text(), "style_token_path": Text()})  # paths: named where they are read
+  for key in ("classes",):
+    v = config.get(key)
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+      raise checks.bad(key, v, "is not a list of class names", "\"['cat', 'dog']\"")
+  names = config.get("class_names")
+  if not isinstance(names, (str, list, tuple)) or (
+      not isinstance(names, str) and not all(isinstance(x, str) for x in names)):
+    raise checks.bad("class_names", names, "is not a text file or a list of names", "cat,dog")
+  if not hasattr(config.get("scheduler_overrides"), "items"):
+    raise checks.bad("scheduler_overrides", config.get("scheduler_overrides"), "is not a dict",
+                     "\"{'timestep_spacing': 'trailing'}\"")
+  from synth_jax.diffusion import sampler as sampler_lib
+  import jax.numpy as jnp
+  sampler_lib.attention_impl_for(jnp.dtype(config.dtype), config.attention)
   n = int(config.images_per_class)
   if n <= 0:
     raise ConfigError(f"images_per_class={n} must be >= 1; pass e.g. --config.images_per_class=100")
@@ -102,9 +129,16 @@ def load_classes(config) -> ClassList:
   if "{}" not in template:
     raise ConfigError(f"template={template!r} has no '{{}}' for the class name; "
                       "e.g. 'a photo of a {}'")
-  return ClassList([{"id": i, "name": n, "prompts": [
-      {"text": template.format(n.replace("_", " ")), "kind": "template"}]}
-      for i, n in enumerate(names)], names)
+  try:
+    prompts = [template.format(n.replace("_", " ")) for n in names]
+  except (IndexError, KeyError, ValueError):
+    raise ConfigError(f"template={template!r} must hold exactly one '{{}}' (use '{{{{' and '}}}}' "
+                      "for literal braces); e.g. 'a photo of a {}'") from None
+  if len(set(names)) != len(names):
+    dup = next(n for n in names if names.count(n) > 1)
+    raise ConfigError(f"class name {dup!r} is given twice in class_names; each class once")
+  return ClassList([{"id": i, "name": n, "prompts": [{"text": p, "kind": "template"}]}
+                    for i, (n, p) in enumerate(zip(names, prompts))], names)
 
 
 def _from_prompts_json(path: str) -> ClassList:
@@ -246,7 +280,7 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
                      class_list.weights)
   per_shard = int(config.images_per_shard)
   num_shards = math.ceil(len(items) / per_shard)
-  finish.check_plan(config, workdir, class_list.names, items)
+  plan = finish.check_plan(config, workdir, class_list.names, items, write=False)
   features = _features(class_list.names, config.image_format)
   w = writer_lib.DatasetWriter(workdir, "synthetic", features,
                                jpeg_quality=int(config.jpeg_quality),
@@ -261,9 +295,10 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   total = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in mine)
   log.info("generate: %d images in %d shards (%d to write here), %d classes", len(items),
            num_shards, len(todo), len(class_list.names))
+  sampler = (sampler_factory or _default_sampler)(config) if todo else None
+  finish.write_plan(workdir, plan)  # after the model accepted the settings
   if todo:
     from concurrent.futures import ThreadPoolExecutor
-    sampler = (sampler_factory or _default_sampler)(config)
     bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")
     threads = int(config.encode_threads or 0) or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads, thread_name_prefix="encode") as pool:

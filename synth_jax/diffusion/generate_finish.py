@@ -24,11 +24,14 @@ PLAN_KEYS = ("model_path", "dtype", "style_token_path", "resolution", "steps", "
              "images_per_shard")
 
 
-def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> None:
+def check_plan(config, workdir: str, names: list[str], items: list[dict],
+               write: bool = True) -> dict:
   """Records what this workdir generates; a rerun with other settings is refused, not mixed in.
 
   Shards are kept by name on a rerun, so without this a rerun with another seed, guidance or
-  prompt list would silently add differently made images beside the old ones.
+  prompt list would silently add differently made images beside the old ones. With write=False
+  the plan is only compared; `generate` writes it once the sampler has loaded, so a setting the
+  model refuses never enters the record.
   """
   settings = {k: config.get(k) for k in PLAN_KEYS}
   for k in ("model_path", "style_token_path"):  # the same folder named from another cwd
@@ -45,14 +48,22 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
     with open(path) as f:
       old = json.load(f)
     if old == plan:
-      return
+      return plan
     keys = sorted(set(settings) | set(old.get("settings", {})))
     changed = [k for k in keys if old.get("settings", {}).get(k) != settings.get(k)]
     what = (f"settings {changed}" if changed else "images (seed, classes, prompts, "
             f"prompt_weights or images_per_class; {old.get('num_images')} -> {len(items)} images)")
     raise ConfigError(f"{workdir} was generated with different {what}; use a new --config.workdir "
                       f"(or delete {path} and the synthetic/ folder to start over)")
-  files.write_json(path, plan)
+  if write:
+    files.write_json(path, plan)
+  return plan
+
+
+def write_plan(workdir: str, plan: dict) -> None:
+  path = os.path.join(workdir, PLAN)
+  if not os.path.exists(path):
+    files.write_json(path, plan)
 
 
 def wait_for_shards(w, split: str, num_shards: int) -> None:
@@ -102,8 +113,7 @@ def write_contact_sheets(dataset: str, out_dir: str, items: list[dict],
   paths = []
   for name, positions in first.items():
     tiles = [Image.open(io.BytesIO(split.source[p]["image"])).convert("RGB") for p in positions]
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-    path = os.path.join(out_dir, f"contact_sheet_{safe}.png")
+    path = os.path.join(out_dir, f"contact_sheet_{files.safe_name(name)}.png")
     files.write_bytes(path, contact_sheet(tiles))
     paths.append(path)
   return paths

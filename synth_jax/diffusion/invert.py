@@ -35,6 +35,32 @@ log = logging.getLogger(__name__)
 
 
 def validate(config) -> None:
+  """Every field before any model loads or anything is written (checks.VALIDATORS["invert"])."""
+  from synth_jax import checks
+  from synth_jax.checks import BIG, Bool, Float, Int, OneOf, Path, Text
+  checks.check(config, {
+      "model_path": Text(), "dataset": Text(), "data_dir": Text(), "split": Text(True),
+      "shots": Int(-1, BIG, 10), "max_images": Int(0, BIG, 0), "resolution": Int(8, 4096, 512),
+      "init_from_class_name": Bool(),  # center_crop, flip, per_class: below
+      "token": Text(True, "'<dataset-style>'", 200), "init_word": Text(True, "photo", 200),
+      "steps": Int(1, BIG, 3000), "batch_size": Int(1, 4096, 8),
+      "learning_rate": Float(0, 100, 5e-3, lo_open=True), "weight_decay": Float(0, 10, 1e-2),
+      "seed": Int(0, 2**32 - 1, 0),  # optimizer, momentum: invert_state.validate
+      "checkpoint_every": Int(1, BIG, 500), "keep_checkpoints": Int(1, 1000, 2),
+      "encode_batch_size": Int(1, 4096, 16), "preview_images": Int(0, 1024, 8),
+      "preview_steps": Int(1, 1000, 25), "preview_prompt": Text(example="'a photo in the style of {}'"),
+      "fsdp": Bool(), "dtype": OneOf(checks.DTYPES, "bfloat16")})
+  if config.get("shots") == 0:
+    raise checks.bad("shots", 0, "selects nothing; use -1 for all or k >= 1", 10)
+  if not isinstance(config.get("templates"), (list, tuple)) or not all(
+      isinstance(t, str) and t.count("{}") == 1 for t in config.templates):
+    raise checks.bad("templates", config.get("templates"),
+                     "must be a list of prompts with one '{}' each", "\"['a photo in the style of {}']\"")
+  if "{}" not in config.preview_prompt:
+    raise checks.bad("preview_prompt", config.preview_prompt, "has no '{}' for the token",
+                     "'a photo in the style of {}'")
+  if os.path.isdir(os.path.expanduser(config.dataset)):
+    checks.not_inside_input(runs.workdir(config), "dataset", config.dataset)
   if int(config.steps) < 1:
     raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=3000")
   if float(config.learning_rate) <= 0:

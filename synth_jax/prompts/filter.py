@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import logging
 import math
 import os
@@ -69,6 +70,27 @@ def _decode(blob) -> np.ndarray:
   if isinstance(blob, np.ndarray) and blob.dtype == np.uint8 and blob.ndim == 3:
     return blob  # already decoded
   return np.asarray(Image.open(io.BytesIO(bytes(blob))).convert("RGB"))
+
+
+def validate(config):
+  """Every field before CLIP loads or anything is written (checks.VALIDATORS["filter"])."""
+  from synth_jax import checks
+  from synth_jax.checks import Bool, Float, Int, OneOf, Path, Text
+  checks.check(config, {
+      "synthetic": Path("dir", True, "runs/gen/cars/synthetic/1.0.0"), "split": Text(True),
+      "clip": Path("any", True, "/models/clip-vit-base-patch16"), "clip_model_name": Text(),
+      "clip_model_config": Path("file", example="config.json"),
+      "clip_dtype": OneOf(checks.DTYPES, "float32"), "prompts_json": Path("file"),
+      "drop_misclassified": Bool(),  # drop_fraction: _check, [0, 1)
+      "min_keep_per_class": Int(0, 10**9, 1), "batch_size": Int(1, 4096, 64),
+      "chunk_size": Int(1, 10**7, 2048), "shard_size": Int(1, 10**7, 1000), "output_name": Text()})
+  t = config.get("templates")
+  if not isinstance(t, (list, tuple)) or not all(isinstance(x, str) for x in t):
+    raise checks.bad("templates", t, "is not a list of prompts", "\"['a photo of a {}.']\"")
+  if config.get("output_name") and not re.fullmatch(r"[a-z][a-z0-9_]{0,99}", config.output_name):
+    raise checks.bad("output_name", config.output_name, "is not a lower_snake_case name", "cars_clean")
+  checks.not_inside_input(runs.workdir(config), "synthetic", config.synthetic)
+  _check(config)
 
 
 def _check(config):

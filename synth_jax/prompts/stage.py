@@ -35,6 +35,33 @@ def needs_llm(config, strategies) -> bool:
 
 def validate(config) -> list[str]:
   """Every config mistake before any model or dataset is opened; returns the strategies."""
+  from synth_jax import checks
+  from synth_jax.checks import Bool, Float, Int, OneOf, Path, Text
+  checks.check(config, {
+      "seed": Int(0, 2**32 - 1, 0), "class_names": Text(example="classes.txt"),
+      "image_folder": Path("dir", example="~/photos"), "dataset": Text(), "data_dir": Text(),
+      "manual_dir": Text(), "split": Text(), "domain": Text(),
+      **{f"weights.{k}": Float(None, 10**6, 1.0) for k in diversify.KINDS},  # < 0: kind_weights
+      "cd.n": Int(1, 1000, 8), "cd.min_items": Int(0, 1000, 3), "cd.template": Text(True),
+      "sd.template": Text(True), "sd.from_llm": Bool(), "sd.n": Int(1, 1000, 8),
+      "sd.min_items": Int(0, 1000, 3), "dsi.token": Text(example="'<dsi>'", max_len=200),
+      "dsi.template": Text(True), "disambiguate.enabled": Bool(), "disambiguate.n": Int(1, 100, 4),
+      "disambiguate.images_per_class": Int(1, 10**4, 16), "disambiguate.template": Text(True),
+      "disambiguate.clip": Text(), "disambiguate.model_name": Text(),
+      "disambiguate.dtype": OneOf(checks.DTYPES, "float32"),
+      "disambiguate.batch_size": Int(1, 4096, 32), "llm.kind": OneOf(("", "json", "hf", "http")),
+      "llm.path": Text(), "llm.base_url": Text(), "llm.model": Text(), "llm.api_key_env": Text(),
+      "llm.timeout": Float(0, 86400, 60, lo_open=True), "llm.temperature": Float(0, 10, 0.0),
+      "llm.top_p": Float(0, 1, 1.0, lo_open=True), "llm.max_new_tokens": Int(1, 10**5, 256),
+      "llm.retries": Int(0, 100, 3)})
+  for key in ("classes", "strategies", "template.extra", "sd.styles"):
+    v = checks.get(config, key)
+    if v is not None and (not isinstance(v, (list, tuple)) or
+                          not all(isinstance(x, str) for x in v)):
+      raise checks.bad(key, v, "is not a list of strings", "\"['a', 'b']\"")
+  if int(config.sd.min_items) > int(config.sd.n):
+    raise ConfigError(f"sd.n={config.sd.n}, sd.min_items={config.sd.min_items}: need "
+                      "min_items <= n")
   strategies = diversify.check_strategies(list(config.strategies))
   if needs_llm(config, strategies) and not config.llm.get("kind"):
     raise ConfigError("cd, sd.from_llm and disambiguation need an LLM: set "
@@ -58,6 +85,10 @@ def validate(config) -> list[str]:
       contexts=["y"], styles=["z"], token=config.dsi.token,
       cd_template=config.cd.template, sd_template=config.sd.template,
       dsi_template=config.dsi.template)
+  if (needs_llm(config, strategies) and config.llm.kind == "json" and
+      not os.path.isfile(os.path.expanduser(config.llm.path or ""))):
+    from synth_jax import checks
+    raise checks.bad("llm.path", config.llm.path, "is not an answers .json file", "answers.json")
   return strategies
 
 

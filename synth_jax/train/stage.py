@@ -26,10 +26,9 @@ from synth_jax import faults, files, runs, sharding, streams
 from synth_jax.config import ConfigDict, steps_from, to_dict
 from synth_jax.errors import ConfigError
 from synth_jax.train import loop, state as state_lib, steps as steps_lib
+from synth_jax.train.checks import METHODS  # one list, checked before work
 
 log = logging.getLogger(__name__)
-METHODS = ("vanilla", "mix", "synthetic_only", "bridged", "bridged++", "bridged_plain", "bridged_fc",
-           "auxbn")
 MIXUP_DEFAULT = 0.2  # ours: the paper's Mixup alpha is NOT FOUND (facts.md 1.5)
 
 

@@ -17,6 +17,7 @@ beside them when the config has `paper_numbers`) and `accuracy.png`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import logging
@@ -37,24 +38,60 @@ FROM_JSON = _REPO_FROM_JSON if os.path.exists(_REPO_FROM_JSON) else os.path.join
 
 
 def parse_axes(sweeps: Sequence[str]) -> list[tuple[str, list[str]]]:
-  """["method=a,b", "seed=0,1"] -> [("method", ["a", "b"]), ("seed", ["0", "1"])]."""
+  """["method=a,b", "seed=0,1"] -> [("method", ["a", "b"]), ("seed", ["0", "1"])].
+
+  Values holding commas or colons are quoted (`model="resnet:basic:1,1,1,1",resnet18`) or given
+  as a JSON list (`model=["resnet:basic:1,1,1,1", "resnet18"]`); a repeated value is refused (it
+  would run one point twice under one name).
+  """
   axes, seen = [], set()
   for item in sweeps:
     key, eq, values = str(item).partition("=")
     key = key.strip().removeprefix("--").removeprefix("config.")
-    vals = [v.strip() for v in values.split(",") if v.strip()]
+    vals = _values(item, values)
     if not eq or not key or not vals:
       raise ConfigError(f"sweep axis {item!r} is not KEY=V1,V2,...; e.g. --sweep \"seed=0,1,2\"")
     if key in seen:
       raise ConfigError(f"sweep axis {key!r} is given twice; merge its values into one --sweep")
+    dup = next((v for v in vals if vals.count(v) > 1), None)
+    if dup is not None:
+      raise ConfigError(f"sweep axis {key!r} lists the value {dup!r} twice; give each value once")
     seen.add(key)
     axes.append((key, vals))
   return axes
 
 
+def _values(item: str, text: str) -> list[str]:
+  text = text.strip()
+  if text.startswith("["):
+    try:
+      vals = json.loads(text)
+    except ValueError:
+      raise ConfigError(f"sweep axis {item!r}: the value list is not valid JSON; e.g. "
+                        "--sweep 'model=[\"resnet:basic:1,1,1,1\", \"resnet18\"]'") from None
+    if not isinstance(vals, list) or not all(isinstance(v, (str, int, float, bool)) for v in vals):
+      raise ConfigError(f"sweep axis {item!r}: a JSON value list holds strings or numbers only")
+    return [json.dumps(v) if isinstance(v, bool) else str(v) for v in vals]
+  import csv
+  try:
+    rows = list(csv.reader([text], skipinitialspace=True, strict=True))
+  except csv.Error as e:
+    raise ConfigError(f"sweep axis {item!r}: {e}; quote values holding commas, e.g. "
+                      "model=\"resnet:basic:1,1,1,1\",resnet18") from None
+  return [v.strip() for v in (rows[0] if rows else []) if v.strip()]
+
+
 def point_name(point: Sequence[tuple[str, str]]) -> str:
-  """A directory name for a point: 'method=mix,seed=1' with unsafe characters replaced."""
-  return re.sub(r"[^A-Za-z0-9=,.+_-]", "_", ",".join(f"{k}={v}" for k, v in point))
+  """A directory name for a point: 'method=mix,seed=1'; unique per point.
+
+  When characters had to be replaced (or the name is too long for a file name), a short hash of
+  the exact values is added, so 'a/b' and 'a_b' never share a directory.
+  """
+  raw = ",".join(f"{k}={v}" for k, v in point)
+  name = re.sub(r"[^A-Za-z0-9=,.+_-]", "_", raw)
+  if name != raw or len(name) > 120 or name.startswith("."):
+    name = name[:120] + "-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+  return name
 
 
 def points(config, axes) -> list[tuple[tuple[tuple[str, str], ...], config_lib.ConfigDict]]:
@@ -70,7 +107,20 @@ def points(config, axes) -> list[tuple[tuple[tuple[str, str], ...], config_lib.C
     _fill_templates(cfg, {k.rsplit(".", 1)[-1]: v for k, v in point})
     cfg.workdir = os.path.join(root, "points", point_name(point))
     out.append((point, cfg))
+  names = [point_name(p) for p, _ in out]
+  if len(set(names)) != len(names):  # only a hash collision could do this
+    raise ConfigError(f"two sweep points share the directory name {names[0]!r}; rename a value")
   return out
+
+
+def check_points(grid, full: bool = True) -> None:
+  """Every point's config is validated before the first point runs (or is printed)."""
+  from synth_jax.train import checks
+  for point, cfg in grid:
+    try:
+      (checks.validate if full else checks.values)(cfg)
+    except SynthJaxError as e:
+      raise type(e)(f"sweep point {point_name(point)}: {e}") from None
 
 
 def apply_tied(cfg, values: dict) -> None:
@@ -125,6 +175,7 @@ def sweep(config, sweeps: Sequence[str] = (), print_only: bool = False,
   if not axes:
     raise ConfigError("no sweep axes: pass --sweep KEY=V1,V2 (or use a config with sweep_axes)")
   grid = points(config, axes)
+  check_points(grid, full=not print_only)
   root = runs.workdir(config)
   log.info("sweep: %d points under %s", len(grid), root)
   if print_only:

@@ -18,6 +18,7 @@ from synth_jax.models import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "tests", "foundation", "data", "example_config.py")
+SMOKE = os.path.join(REPO, "configs", "train", "base.py") + ":smoke"  # a valid train config
 
 
 def cli(*args):
@@ -65,14 +66,14 @@ def test_batch_not_divisible_by_data_devices():
 
 def test_run_dir_on_read_only_path_via_cli(tmp_path):
   # /proc is read-only for everyone, root included.
-  one_line_error(cli("train", "--config", CONFIG, "--config.workdir=/proc/synth_jax_run"),
+  one_line_error(cli("train", "--config", SMOKE, "--config.workdir=/proc/synth_jax_run"),
                  "pass a writable --config.workdir")
 
 
 def test_second_process_on_same_run_dir(tmp_path):
   run_dir = str(tmp_path / "run")
   with files.run_lock(run_dir):
-    out = cli("train", "--config", CONFIG, f"--config.workdir={run_dir}")
+    out = cli("train", "--config", SMOKE, f"--config.workdir={run_dir}")
     one_line_error(out, f"run directory '{run_dir}' is in use by pid {os.getpid()}")
 
 

@@ -54,6 +54,8 @@ def test_run_stage_writes_config_and_holds_lock(tmp_path, monkeypatch):
 
   monkeypatch.setitem(cli.STAGES, "train", ("tests.foundation.test_cli_and_launcher:_unused", ""))
   monkeypatch.setattr(cli, "_resolve", lambda target: fake_stage)
+  from synth_jax import checks  # a fake stage: not train's config, so not train's validator
+  monkeypatch.delitem(checks.VALIDATORS, "train")
   rc = cli.main(["train", "--config", CONFIG, f"--config.workdir={tmp_path}/run", "--config.lr=0.3"])
   assert rc == 0 and seen["locked"]
   with open(tmp_path / "run" / "config.json") as f:

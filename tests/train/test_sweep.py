@@ -17,9 +17,13 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def _config(workdir):
-  c = config_lib.load_config(helpers.BASE + ":method=vanilla")
+  c = config_lib.load_config(helpers.BASE + ":method=vanilla,dataset=digits,init=scratch")
   c.workdir = str(workdir)
-  c.synthetic = "syn/{dataset}_{volume}"
+  # Every point is validated before the first runs (issue 20): the paths must exist.
+  syn = os.path.join(os.path.dirname(str(workdir)), "syn")
+  for v in (10, 50, "{volume}"):  # "{volume}": a sweep without that axis leaves it as is
+    os.makedirs(os.path.join(syn, f"{{dataset}}_{v}"), exist_ok=True)
+  c.synthetic = os.path.join(syn, "{dataset}_{volume}")
   return c
 
 
@@ -58,7 +62,7 @@ def test_sweep_runs_grid_skips_finished_and_reports(tmp_path):
   # Each point has its own workdir, its overrides and its templated synthetic path.
   point = tmp_path / "points" / "method=bridged++,volume=50,seed=2"
   res = json.loads((point / "results.json").read_text())
-  assert res["synthetic"] == "syn/{dataset}_50"  # volume is an axis (filled), dataset is not
+  assert res["synthetic"].endswith("syn/{dataset}_50")  # volume is an axis (filled), dataset is not
   cfg = json.loads((point / "config.json").read_text())
   assert cfg["method"] == "bridged++" and cfg["volume"] == 50 and cfg["seed"] == 2
   # Rerun: every point is finished, nothing trains again.
