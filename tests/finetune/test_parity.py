@@ -129,6 +129,7 @@ def _rel(ours, ref):
       float(np.abs(ours[k] - ref[k]).max()) for k in ref)
 
 
+@pytest.mark.slow
 def test_five_adamw_steps_and_ema_match_torch_adamw_and_diffusers_emamodel(pt):
   """5 updates with warmup, clipping (the random grads' norm is > max_grad_norm, so clipping
   acts), weight decay: weights vs torch.optim.AdamW + clip_grad_norm_ + LambdaLR, EMA vs
