@@ -178,3 +178,9 @@ def _item(v):
   if isinstance(v, np.ndarray) and v.ndim:
     return v
   return v.item() if hasattr(v, "item") else v
+
+
+if __name__ == "__main__":  # python -m synth_jax.data.digit_styles runs/study/data
+  import sys
+  for k, v in build_study_data(sys.argv[1] if len(sys.argv) > 1 else "runs/study/data").items():
+    print(f"{k}: {v}")
