@@ -16,6 +16,7 @@ STAGES = {
     "prompts": ("synth_jax.prompts.stage:prompts", "write prompts.json (templates, LLM+CLIP disambiguation, CD/SD, DSI)"),
     "generate": ("synth_jax.diffusion.generate:generate", "render prompts with Stable Diffusion into a tfds synthetic dataset"),
     "invert": ("synth_jax.diffusion.invert:invert", "Dataset Style Inversion: learn one style token for a real dataset"),
+    "finetune": ("synth_jax.diffusion.finetune:finetune", "train a Stable Diffusion UNet on a dataset (or a small generator from scratch)"),
     "filter": ("synth_jax.prompts.filter:filter_dataset", "drop synthetic images that CLIP scores low or misclassifies"),
     "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged, auxbn"),
     "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),

@@ -40,6 +40,8 @@ STREAMS = {
     # finetune
     "finetune_batch": "images and caption dropout of diffusion-training step s (step)",
     "finetune_noise": "noise and timesteps of diffusion-training step s (step)",
+    "vae_holdout": "which real images a from-scratch VAE holds out for its PSNR",
+    "vae_batch": "images and posterior noise of from-scratch VAE step s (step)",
     "generator_init": "random init of a generator's component (0 unet, 1 vae, 2 text encoder)",
     # train
     "model_init": "a classifier's random init",

@@ -20,6 +20,8 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.workdir = ""
   c.model_path = a.model          # diffusers SD folder; its components are copied into the export
+  c.init = "pretrained"           # or "scratch": a small random pipeline (configs/finetune/
+  # digits_scratch.py holds its sizes), VAE trained first, then the UNet
   c.dtype = "bfloat16"            # compute dtype; master weights, loss and updates stay float32
   # data (the same keys and latent cache as `synth-jax invert`)
   c.dataset = a.dataset
@@ -61,5 +63,6 @@ def get_config(arg=None):
   c.preview_every = 0             # a contact sheet every N steps (0 = only at the end)
   c.preview_images = 8            # 0 = no previews
   c.preview_steps = 25
+  c.preview_guidance = 7.5
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c

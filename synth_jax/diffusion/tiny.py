@@ -56,9 +56,9 @@ def tiny_vocab(words=WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
   return {t: i for i, t in enumerate(vocab)}, merges
 
 
-def write_tiny_tokenizer(folder: str, max_length: int = 77) -> int:
+def write_tiny_tokenizer(folder: str, max_length: int = 77, words=WORDS) -> int:
   """Writes vocab.json/merges.txt/tokenizer_config.json; returns the vocab size."""
-  vocab, merges = tiny_vocab()
+  vocab, merges = tiny_vocab(words)
   files.write_text(os.path.join(folder, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
   files.write_text(os.path.join(folder, "merges.txt"),
                 "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

@@ -103,3 +103,72 @@ def test_loss_and_unet_grads_match_diffusers_training_script(pt, prediction, snr
   assert loss_rel <= 1e-4
   assert num / den <= 1e-4
   assert den > 1e-6  # not a comparison of zeros
+
+
+def _random_grads(pt_pipe, step):
+  rng = np.random.default_rng(100 + step)
+  return {k: (rng.standard_normal(p.shape) * 0.1).astype(np.float32)
+          for k, p in pt_pipe.unet.named_parameters()}
+
+
+def _our_steps(trainer, pt_pipe, steps):
+  """`steps` of Trainer.apply_update (clip + AdamW + EMA) with the given torch-layout gradients."""
+  from synth_jax.diffusion import torch_layout  # noqa: F401  (params_from_diffusers below)
+  state = trainer.init_state()
+  update = jax.jit(trainer.apply_update)
+  cfg = trainer.pipe.configs["unet"]
+  for s in range(steps):
+    grad = unet_lib.params_from_diffusers(_random_grads(pt_pipe, s), cfg)
+    state = update(state, {"unet": jax.tree.map(jnp.asarray, grad)})
+  return jax.device_get(state)
+
+
+def _rel(ours, ref):
+  num = np.sqrt(sum(np.sum((ours[k] - ref[k]) ** 2) for k in ref))
+  return num / np.sqrt(sum(np.sum(ref[k] ** 2) for k in ref)), max(
+      float(np.abs(ours[k] - ref[k]).max()) for k in ref)
+
+
+def test_five_adamw_steps_and_ema_match_torch_adamw_and_diffusers_emamodel(pt):
+  """5 updates with warmup, clipping (the random grads' norm is > max_grad_norm, so clipping
+  acts), weight decay: weights vs torch.optim.AdamW + clip_grad_norm_ + LambdaLR, EMA vs
+  diffusers.training_utils.EMAModel (decay 0.9 so the EMA differs from the weights)."""
+  import copy
+  import torch
+  from diffusers.training_utils import EMAModel
+  root, pt_pipe = pt
+  trainer, cfg = _trainer(root, "epsilon", "learning_rate=1e-3", "warmup_steps=3",
+                          "weight_decay=0.1", "max_grad_norm=1.0", "ema_decay=0.9")
+  state = _our_steps(trainer, pt_pipe, 5)
+  unet = copy.deepcopy(pt_pipe.unet)
+  opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                          weight_decay=0.1)
+  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, n / 3))  # constant_with_warmup
+  ema = EMAModel(unet.parameters(), decay=0.9)
+  norms = []
+  for s in range(5):
+    grads = _random_grads(pt_pipe, s)
+    for k, p in unet.named_parameters():
+      p.grad = torch.from_numpy(grads[k])
+    norms.append(float(torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)))
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    ema.step(unet.parameters())
+  ref = {k: p.detach().numpy() for k, p in unet.named_parameters()}
+  ours = unet_lib.params_to_diffusers(state["params"]["unet"])
+  rel, worst = _rel(ours, ref)
+  moved = max(float(np.abs(ref[k] - p.detach().numpy()).max())
+              for k, p in pt_pipe.unet.named_parameters())
+  ema_unet = copy.deepcopy(unet)
+  ema.copy_to(ema_unet.parameters())
+  ema_ref = {k: p.detach().numpy() for k, p in ema_unet.named_parameters()}
+  ema_rel, ema_worst = _rel(unet_lib.params_to_diffusers(state["ema"]["unet"]), ema_ref)
+  print(f"AdamW 5 steps: rel L2 {rel:.1e}, max abs {worst:.1e} (weights moved {moved:.1e}); "
+        f"EMA rel L2 {ema_rel:.1e}, max abs {ema_worst:.1e}; grad norms {norms[0]:.1f}")
+  assert min(norms) > 1.0  # clipping was exercised
+  assert moved > 1e-3      # the step really updated the weights
+  assert worst <= 1e-5 and ema_worst <= 1e-5
+  assert int(state["step"]) == 5
+  assert ema.optimization_step == 5
+  assert max(float(np.abs(ema_ref[k] - ref[k]).max()) for k in ref) > 1e-4  # EMA != weights
