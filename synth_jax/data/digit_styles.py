@@ -174,6 +174,33 @@ def build_study_data(data_dir: str, size: int = 32, seed: int = 0, renderings: i
           "target": wt.finalize(["train", "test"], metadata=meta)}
 
 
+def all_captions() -> list[str]:
+  """Every caption the source data can carry, in a fixed order (digit, style, context)."""
+  return [caption(s, n, ctx) for n in digits_lib.CLASS_NAMES for s in (None,) + NAMED_STYLES
+          for ctx in CONTEXTS]
+
+
+def build_caption_dataset(data_dir: str, size: int = 32, seed: int = 0, renderings: int = 4,
+                          num_shards: int = 2) -> str:
+  """digits_source_captions: the source images with label = their caption's index in
+  all_captions() (ClassLabel names = the captions), for a trainer that conditions on class names:
+  `synth-jax finetune ... --config.templates="['{}']"` then trains on each image's own caption.
+  Extras: digit (the digit's class id), index (the scikit-learn sample index)."""
+  names = all_captions()
+  feats = writer_lib.image_features(names, "png", extras={"digit": "int64", "index": "int64"})
+  w = writer_lib.DatasetWriter(data_dir, "digits_source_captions", feats,
+                               description="study source images labelled by their caption")
+  if os.path.exists(os.path.join(w.dataset_dir, "dataset_info.json")):
+    return w.dataset_dir
+  a = study_arrays(size, seed, renderings)["source"]
+  label = np.array([names.index(p) for p in a["prompt"].tolist()], np.int64)
+  for s, part in enumerate(np.array_split(np.arange(len(label)), num_shards)):
+    w.write_shard("train", s, num_shards, ({"image": a["image"][j], "label": int(label[j]),
+                                            "digit": int(a["label"][j]), "index": int(a["index"][j])}
+                                           for j in part))
+  return w.finalize(["train"], metadata={"seed": seed, "size": size, "renderings": renderings})
+
+
 def _item(v):
   if isinstance(v, np.ndarray) and v.ndim:
     return v
@@ -182,5 +209,7 @@ def _item(v):
 
 if __name__ == "__main__":  # python -m synth_jax.data.digit_styles runs/study/data
   import sys
-  for k, v in build_study_data(sys.argv[1] if len(sys.argv) > 1 else "runs/study/data").items():
+  root = sys.argv[1] if len(sys.argv) > 1 else "runs/study/data"
+  for k, v in build_study_data(root).items():
     print(f"{k}: {v}")
+  print(f"captions: {build_caption_dataset(root)}")

@@ -68,3 +68,16 @@ def test_deterministic():
 
 def _iter(split):
   return (split.source[i] for i in range(len(split)))
+
+
+def test_caption_dataset_labels_each_image_by_its_own_caption(tmp_path):
+  d = ds.build_caption_dataset(str(tmp_path), renderings=1)
+  split = sources.open_split(d, "train")
+  assert split.class_names == ds.all_captions() and len(set(split.class_names)) == 150
+  want = ds.study_arrays(renderings=1)["source"]
+  by_index = {int(i): (p, int(c)) for i, p, c in zip(want["index"], want["prompt"], want["label"])}
+  assert len(split) == len(by_index)
+  for ex in _iter(split):
+    prompt, digit = by_index[int(ex["index"])]
+    assert split.class_names[int(ex["label"])] == prompt and int(ex["digit"]) == digit
+    assert prompt.split(",")[0].endswith(digits_lib.CLASS_NAMES[digit])
