@@ -21,11 +21,12 @@ STAGES = {
     "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged, auxbn"),
     "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),
     "data": ("synth_jax.data.stage:data", "import a local image folder or CSV as a tfds dataset"),
+    "report": ("synth_jax.report_html:report", "one self-contained report.html for a sweep: tables, plots, contact sheets, CAS"),
     "demo": ("synth_jax.demo:demo", "the whole pipeline on scikit-learn digits with a tiny untrained generator"),
 }
 
 # Stages that run without a config file (their defaults live in code).
-DEFAULT_CONFIGS = {"demo": "synth_jax.demo:get_config"}
+DEFAULT_CONFIGS = {"demo": "synth_jax.demo:get_config", "report": "synth_jax.report_html:get_config"}
 
 
 def _resolve(target: str):
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a grid axis; repeat for more axes")
       p.add_argument("--print-only", action="store_true",
                      help="print one launch line per point instead of running them")
+    if name == "report":  # synth-jax report RUN_DIR (= --config.run_dir=RUN_DIR)
+      p.add_argument("run_dir", nargs="?", default=None, help="the sweep directory to report on")
     if name == "data":
       p.add_argument("action", nargs="?", default="import", choices=["import"],
                      help="what to do (import a folder/CSV)")
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   args = parser.parse_args(rest)
+  if getattr(args, "run_dir", None):  # report: its run dir; the stage's own lock lives below it
+    overrides += [f"run_dir={args.run_dir}", f"workdir={os.path.join(args.run_dir, 'report')}"]
   verbose = args.verbose or getattr(args, "verbose_stage", False)
   if args.stage is None:
     parser.print_help()

@@ -1,7 +1,8 @@
 """`synth-jax demo`: the whole pipeline on a laptop CPU in a few minutes.
 
-real data (scikit-learn digits as a tfds dataset) -> a Stable Diffusion folder (a tiny *untrained*
-one built on the spot, unless --config.model_path points at a real one) -> `generate` (template
+real data (scikit-learn digits as a tfds dataset) -> a Stable Diffusion folder (the shipped small
+generator, synth_jax/assets/digits_generator, when the package has it; `model_path=untrained` builds
+a tiny *untrained* one on the spot; any other value is your own diffusers folder) -> `generate` (template
 prompts, the jitted sampler, a tfds synthetic dataset + contact sheets) -> `train` with the
 vanilla, mix and bridged methods on a 10-shot subset -> results.md, accuracy.png.
 
@@ -32,7 +33,7 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.workdir = "runs/demo"
   c.seed = 0
-  c.model_path = ""           # a diffusers SD folder; '' = build a tiny untrained one
+  c.model_path = ""           # '' = the shipped generator (else untrained); 'untrained'; or a diffusers folder
   c.resolution = 32           # generated image side (digits are 32 px)
   c.images_per_class = 24
   c.steps = 8                 # sampler steps
@@ -56,9 +57,17 @@ def _load(relpath: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return config_lib.load_config(path if arg is None else f"{path}:{arg}")
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digits_generator")
+
+
 def _model(config, workdir: str) -> str:
-  if config.model_path:
+  if config.model_path and config.model_path != "untrained":
     return config.model_path
+  if not config.model_path and os.path.isfile(os.path.join(SHIPPED, "model_index.json")):
+    about = os.path.join(SHIPPED, "TRAINED.md")
+    line = open(about).readline().strip() if os.path.isfile(about) else "the shipped digits generator"
+    print(f"generator: {line}", flush=True)
+    return SHIPPED
   from synth_jax.diffusion import tiny
   path = os.path.join(workdir, "tiny_sd")
   if not os.path.exists(os.path.join(path, "model_index.json")):
@@ -75,7 +84,8 @@ def _generate_config(config, workdir: str, model: str):
   g.workdir = os.path.join(workdir, "generate")
   g.model_path = model
   g.class_names = ",".join(digits.CLASS_NAMES)
-  g.template = config.template
+  # the shipped generator's captions read "a digit three" (synth_jax/data/digit_styles.py)
+  g.template = "a digit {}" if model == SHIPPED else config.template
   g.images_per_class = config.images_per_class
   g.resolution = config.resolution
   g.steps = config.steps
@@ -201,7 +211,7 @@ def demo(config) -> dict:
   for i, method in enumerate(methods):
     print(f"[4/4] train {method} ({i + 1}/{len(methods)})", flush=True)
     results[method] = _train(config, workdir, method, real, synthetic)
-  text = _report(workdir, results, untrained=not config.model_path)
+  text = _report(workdir, results, untrained=model.startswith(os.path.join(workdir, "tiny_sd")))
   print(text + f"\nresults: {workdir}/results.md, accuracy.png, contact sheets under "
         f"{workdir}/generate", flush=True)
   return json.loads(json.dumps({m: r["top1"] for m, r in results.items()}))

@@ -23,6 +23,8 @@ STREAMS = {
     "few_shot": "which k real images of class c are kept (class_id); prompts' CLIP references too",
     "synthetic_volume": "which synthetic images of class c are kept (class_id)",
     "digits_split": "which scikit-learn digits of class c are test images (class_id)",
+    "digit_source_split": "which non-test digits of class c train the study's generator (class_id)",
+    "digit_render": "style, context and paper grain of rendering r of digit i (sample index, r)",
     "import_split": "which images of class c go to the test split of an import (class_id)",
     "shuffle": "a training phase's index shuffle (phase, source)",
     "augment": "per-example augmentation of a training phase (phase, source)",
@@ -43,6 +45,7 @@ STREAMS = {
     "generator_init": "random init of a generator's component (0 unet, 1 vae, 2 text encoder)",
     # train
     "model_init": "a classifier's random init",
+    "reference_classifier": "the report's CAS classifier init (no ids); its image subsets (1)",
     "head_reinit": "the re-initialised head before a phase (phase)",
     "train_step": "a phase's per-step randomness (Mixup, CutMix, dropout) (phase)",
 }

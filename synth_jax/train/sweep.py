@@ -12,7 +12,7 @@ exists is skipped, so a rerun after a crash or preemption continues where it sto
 --print-only each point's config is written as JSON and one launch line per point is printed
 (for a pod: run the lines anywhere, then rerun the sweep to collect). At the end the sweep writes
 `<workdir>/results.json` (every point), `results.md` (mean ± std over seeds per cell, paper numbers
-beside them when the config has `paper_numbers`) and `accuracy.png`.
+beside them when the config has `paper_numbers`), `accuracy.png` and report.html (synth_jax.report_html).
 """
 from __future__ import annotations
 
@@ -167,6 +167,18 @@ def _default_train(cfg):
   return train(cfg)
 
 
+def _html_report(root: str, config) -> None:
+  """report.html beside results.md; a failure is logged (results.md stands) with the rerun line."""
+  from synth_jax import report_html
+  c = report_html.get_config()
+  c.run_dir, c.seed = root, int(config.get("seed", 0) or 0)
+  c.title = str(config.get("sweep_title", "") or "")
+  try:
+    report_html.report(c)
+  except (SynthJaxError, OSError, ValueError) as e:
+    log.error("report.html not written (%s); rerun: synth-jax report %s", e, root)
+
+
 def sweep(config, sweeps: Sequence[str] = (), print_only: bool = False,
           train_fn: Callable | None = None) -> dict:
   """Runs (or prints) the grid, then writes the report; returns {"points": [...], "failed": [...]}."""
@@ -200,6 +212,7 @@ def sweep(config, sweeps: Sequence[str] = (), print_only: bool = False,
   rows = report.collect(grid)
   report.write(root, axes, rows, failed, paper=dict(config.get("paper_numbers", None) or {}),
                title=str(config.get("sweep_title", "") or ""))
+  _html_report(root, config)
   if failed:
     raise TrainingError(f"{len(failed)} of {len(grid)} sweep points failed (first: "
                         f"{point_name(tuple(failed[0]['point'].items()))}: {failed[0]['error']}); "
