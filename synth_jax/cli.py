@@ -20,6 +20,7 @@ STAGES = {
     "train": ("synth_jax.train.stage:train", "fine-tune a classifier: vanilla, mix, synthetic_only, bridged, auxbn"),
     "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),
     "data": ("synth_jax.data.stage:data", "import a local image folder or CSV as a tfds dataset"),
+    "plan": ("synth_jax.train.plan:plan", "compile a stage's step (no weights, no run) and print FLOPs, memory, fit per chip"),
     "demo": ("synth_jax.demo:demo", "the whole pipeline on scikit-learn digits with a tiny untrained generator"),
 }
 
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a grid axis; repeat for more axes")
       p.add_argument("--print-only", action="store_true",
                      help="print one launch line per point instead of running them")
+    if name == "plan":
+      p.add_argument("--devices", type=int, default=1, help="chips the batch is split over")
+      p.add_argument("--chip", default="h100,a100,v5e,v5p,v6e", help="comma-separated chip names")
     if name == "data":
       p.add_argument("action", nargs="?", default="import", choices=["import"],
                      help="what to do (import a folder/CSV)")
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config = _load(args, overrides)
     target = STAGES[args.stage][0]
+    if args.stage == "plan":  # reads and writes no run directory
+      _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))
+      return 0
     if args.stage == "sweep":
       stage_fn = lambda c: _resolve(target)(c, args.sweep, print_only=args.print_only)  # noqa: E731
     else:
