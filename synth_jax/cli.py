@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
   runs.setup_logging(verbose)
   try:
     config = _load(args, overrides)
+    from synth_jax import compile_cache
+    compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
     target = STAGES[args.stage][0]
     if args.stage == "plan":  # reads and writes no run directory
       _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))

@@ -23,6 +23,7 @@ def get_config(arg=None):
   a = parse_arg(arg, model="", classes="", prompts="", n=1000, resolution=512, seed=0)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.model_path = a.model            # diffusers SD folder (model_index.json, unet/, vae/, ...)
   # model_path may instead be a single-file checkpoint (.safetensors, original SD layout), converted
   # by torch diffusers; this diffusers folder (or hub id) gives its configs ('' = diffusers guesses
