@@ -56,7 +56,7 @@ def get_config(arg=None):
   c.image_format = "png"            # png (lossless, ~0.3-0.5 MB at 512 px) | jpeg (~5x smaller)
   c.jpeg_quality = 95
   c.encode_threads = 0              # host threads encoding images while the sampler runs; 0 = auto
-  c.attention = "auto"              # auto (cuDNN flash on GPU bf16) | xla | cudnn
+  c.attention = "auto"              # auto (splash on TPU, cuDNN flash on GPU bf16) | xla | cudnn | splash
   c.fsdp = False                    # shard the UNet's large params over the mesh's fsdp axis
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
