@@ -8,6 +8,8 @@ images/s, UNet step ms, VAE decode ms, compile s, peak device memory, XLA's FLOP
 step (and the TFLOP/s it achieves), where a batch's time goes (UNet loop / VAE decode / the rest),
 and the same for diffusers (eager, and torch.compile where it works) when torch is installed and
 --torch is not 'none'. `--profile DIR` also writes a jax.profiler trace of one batch.
+`--attention xla,splash,cudnn` measures each attention kernel in the same run (`jax_by_attention`;
+one this backend cannot run is recorded as unavailable, with the reason); "jax" is the first that ran.
 """
 from __future__ import annotations
 
@@ -144,6 +146,21 @@ def bench_jax(args, cfg) -> dict:
   return out
 
 
+def by_attention(args, bench) -> tuple[dict, dict]:
+  """Runs `bench(args)` once per comma-separated --attention value; returns (first result that
+  ran, {value: result or {"unavailable": reason}})."""
+  from synth_jax.errors import ConfigError
+  results = {}
+  for impl in [a.strip() for a in args.attention.split(",") if a.strip()]:
+    one = argparse.Namespace(**{**vars(args), "attention": impl})
+    try:
+      results[impl] = bench(one)
+    except ConfigError as e:  # e.g. splash off a TPU, cuDNN off a GPU
+      results[impl] = {"unavailable": str(e)}
+  ran = [r for r in results.values() if "unavailable" not in r]
+  return (ran[0] if ran else {"unavailable": "no attention kernel ran"}), results
+
+
 def flops(jitted, *args) -> float | None:
   """XLA's own FLOP count of the compiled function (None where the backend does not report it)."""
   try:
@@ -200,7 +217,8 @@ def main():
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--steps", type=int, default=25)
   p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
-  p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
+  p.add_argument("--attention", default="auto",
+                 help="auto | xla | cudnn | splash, or several comma-separated (each measured)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--torch", choices=["eager", "compile", "both", "none"], default="both")
   p.add_argument("--profile", default="", help="write a jax.profiler trace of one batch to this dir")
@@ -209,7 +227,8 @@ def main():
   out = {"bench": "generate", "model": args.model, "resolution": args.resolution,
          "batch": args.batch, "steps": args.steps, "dtype": args.dtype,
          "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-         "jax": bench_jax(args, cfg)}
+         }
+  out["jax"], out["jax_by_attention"] = by_attention(args, lambda a: bench_jax(a, cfg))
   if args.torch != "none":
     try:
       import torch  # noqa: F401
@@ -224,7 +243,7 @@ def main():
       out["torch_eager"] = {"error": "torch not installed"}
   for key in ("torch_eager", "torch_compile"):
     ref = out.get(key, {}).get("images_per_s")
-    if ref:
+    if ref and "images_per_s" in out["jax"]:
       out[f"speedup_vs_{key}"] = out["jax"]["images_per_s"] / ref
   out["host_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   print(json.dumps(out))

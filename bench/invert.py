@@ -10,7 +10,8 @@ token row + the configured optimizer on that row, and the loss fetched to the ho
 it for NaN every step). The real images' latents are random arrays of the right shape (the run
 encodes them once, before the loop). Prints one JSON object; the PyTorch reference (diffusers
 UNet2DConditionModel + transformers CLIPTextModel, gradient only on the embedding table, as
-diffusers' textual_inversion.py) is measured in the same run.
+diffusers' textual_inversion.py) is measured in the same run. `--attention xla,splash,cudnn` times
+the step with each attention kernel (`jax_by_attention`; unavailable ones say why).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 from bench import generate as gen_bench  # noqa: E402
 from synth_jax import config as config_lib  # noqa: E402
 from synth_jax import sharding  # noqa: E402
-from synth_jax.diffusion import invert, invert_data  # noqa: E402
+from synth_jax.diffusion import invert, invert_data, sampler  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -53,6 +54,8 @@ def bench_jax(args, cfg) -> dict:
   data = invert_data.InversionData(mean, np.full_like(mean, 0.1), np.zeros(n, np.int64),
                                    ["thing"], per_class=False)
   mesh = sharding.make_mesh(config.mesh)
+  impl = sampler.attention_impl_for(dtype, args.attention)
+  pipe.unet = pipe.unet.clone(attention_impl=impl)
   inv = invert.Inverter(config, pipe, data, mesh)
   emb, opt = inv.init_state()
   t0 = time.perf_counter()
@@ -65,7 +68,7 @@ def bench_jax(args, cfg) -> dict:
     float(loss)  # as the run loop does
   dt = (time.perf_counter() - t0) / args.steps
   return {"steps_per_s": 1 / dt, "images_per_s": args.batch / dt, "compile_s": compile_s,
-          "optimizer": args.optimizer, "embedding_rows": int(rows) + 1,
+          "optimizer": args.optimizer, "attention": impl, "embedding_rows": int(rows) + 1,
           "devices": sharding.data_parallel_size(mesh), "peak_bytes": gen_bench.peak_bytes()}
 
 
@@ -120,15 +123,19 @@ def main():
   p.add_argument("--dtype", choices=list(gen_bench.DTYPES), default="bf16")
   p.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
   p.add_argument("--torch", choices=["yes", "no"], default="yes")
+  p.add_argument("--attention", default="auto",
+                 help="auto | xla | cudnn | splash, or several comma-separated (each measured)")
   args = p.parse_args()
   cfg = gen_bench.configs(args.model)
   out = {"bench": "invert", "model": args.model, "resolution": args.resolution,
          "batch": args.batch, "dtype": args.dtype, "backend": jax.default_backend(),
-         "jax": bench_jax(args, cfg)}
+         }
+  out["jax"], out["jax_by_attention"] = gen_bench.by_attention(args, lambda a: bench_jax(a, cfg))
   if args.torch == "yes":
     try:
       out["torch"] = bench_torch(args, cfg)
-      out["speedup_vs_torch"] = out["jax"]["steps_per_s"] / out["torch"]["steps_per_s"]
+      if "steps_per_s" in out["jax"]:
+        out["speedup_vs_torch"] = out["jax"]["steps_per_s"] / out["torch"]["steps_per_s"]
     except ImportError:
       out["torch"] = {"error": "torch not installed"}
   print(json.dumps(out))

@@ -22,6 +22,7 @@ STAGES = {
     "sweep": ("synth_jax.train.sweep:sweep", "run a grid of train configs; write results.md and a plot"),
     "data": ("synth_jax.data.stage:data", "import a local image folder or CSV as a tfds dataset"),
     "report": ("synth_jax.report_html:report", "one self-contained report.html for a sweep: tables, plots, contact sheets, CAS"),
+    "plan": ("synth_jax.train.plan:plan", "compile a stage's step (no weights, no run) and print FLOPs, memory, fit per chip"),
     "demo": ("synth_jax.demo:demo", "the whole pipeline on scikit-learn digits with a tiny untrained generator"),
 }
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one launch line per point instead of running them")
     if name == "report":  # synth-jax report RUN_DIR (= --config.run_dir=RUN_DIR)
       p.add_argument("run_dir", nargs="?", default=None, help="the sweep directory to report on")
+    if name == "plan":
+      p.add_argument("--devices", type=int, default=1, help="chips the batch is split over")
+      p.add_argument("--chip", default="h100,a100,v5e,v5p,v6e", help="comma-separated chip names")
     if name == "data":
       p.add_argument("action", nargs="?", default="import", choices=["import"],
                      help="what to do (import a folder/CSV)")
@@ -86,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
   runs.setup_logging(verbose)
   try:
     config = _load(args, overrides)
+    from synth_jax import compile_cache
+    compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
     target = STAGES[args.stage][0]
+    if args.stage == "plan":  # reads and writes no run directory
+      _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))
+      return 0
     if args.stage == "sweep":
       stage_fn = lambda c: _resolve(target)(c, args.sweep, print_only=args.print_only)  # noqa: E731
     else:

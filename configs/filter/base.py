@@ -16,6 +16,7 @@ def get_config(arg=None):
   a = parse_arg(arg, synthetic="", clip="", drop_fraction=0.1, drop_misclassified=True)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.synthetic = a.synthetic          # dataset dir written by `synth-jax generate`
   c.split = "train"
   c.clip = a.clip                    # HF CLIPModel folder, OpenCLIP hub folder or checkpoint file

@@ -19,6 +19,7 @@ def get_config(arg=None):
   a = parse_arg(arg, model="", dataset="", steps=15000, resolution=512, seed=0, shots=-1)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.model_path = a.model          # diffusers SD folder; its components are copied into the export
   c.init = "pretrained"           # or "scratch": a small random pipeline (configs/finetune/
   # digits_scratch.py holds its sizes), VAE trained first, then the UNet

@@ -23,6 +23,7 @@ def get_config(arg=None):
   a = parse_arg(arg, model="", classes="", prompts="", n=1000, resolution=512, seed=0)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.model_path = a.model            # diffusers SD folder (model_index.json, unet/, vae/, ...)
   # model_path may instead be a single-file checkpoint (.safetensors, original SD layout), converted
   # by torch diffusers; this diffusers folder (or hub id) gives its configs ('' = diffusers guesses
@@ -55,7 +56,7 @@ def get_config(arg=None):
   c.image_format = "png"            # png (lossless, ~0.3-0.5 MB at 512 px) | jpeg (~5x smaller)
   c.jpeg_quality = 95
   c.encode_threads = 0              # host threads encoding images while the sampler runs; 0 = auto
-  c.attention = "auto"              # auto (cuDNN flash on GPU bf16) | xla | cudnn
+  c.attention = "auto"              # auto (splash on TPU, cuDNN flash on GPU bf16) | xla | cudnn | splash
   c.fsdp = False                    # shard the UNet's large params over the mesh's fsdp axis
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c

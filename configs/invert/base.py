@@ -20,6 +20,7 @@ def get_config(arg=None):
                 resolution=512)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.model_path = a.model
   c.dtype = "bfloat16"            # frozen UNet / VAE / text encoder; the token row is float32
   c.dataset = a.dataset           # real dataset dir (from `synth-jax data import`) or tfds name

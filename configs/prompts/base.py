@@ -45,6 +45,7 @@ def get_config(arg=None):
                 seed=0)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.seed = a.seed
   # Where class names (and real images, for disambiguation) come from.
   c.class_names = a.classes       # text file (one per line) or "a,b,c"

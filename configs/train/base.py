@@ -52,6 +52,7 @@ def get_config(arg=None):
                 volume=-1)
   c = ml_collections.ConfigDict()
   c.workdir = ""
+  c.compile_cache = ""             # compiled-program cache folder ("" = ~/.cache/synth_jax/xla, "off")
   c.method = a.method
   c.seed = a.seed
   # Data.

@@ -1,8 +1,9 @@
 """Attention blocks of the SD UNet and VAE, in diffusers' structure and names.
 
-All attention goes through `jax.nn.dot_product_attention`: `implementation='cudnn'` gives cuDNN
+Attention goes through `jax.nn.dot_product_attention`: `implementation='cudnn'` gives cuDNN
 flash attention on GPUs (bf16/fp16 only), 'xla' the portable path (TPU, CPU, fp32), None lets JAX
-choose. Module attribute `attention_impl` carries the choice down from the UNet/VAE.
+choose; 'splash' is the Pallas TPU splash kernel (`splash.py`; interpret mode off a TPU). Module
+attribute `attention_impl` carries the choice down from the UNet/VAE.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "cudnn", None)
+IMPLEMENTATIONS = ("xla", "cudnn", "splash", None)
 
 
 def attend(q, k, v, heads: int, implementation: str | None = "xla", upcast: bool = False):
@@ -25,7 +26,11 @@ def attend(q, k, v, heads: int, implementation: str | None = "xla", upcast: bool
     # diffusers' `upcast_attention` (SD 2.x) computes scores in fp32 to avoid fp16 overflow; cuDNN
     # accumulates scores in fp32 anyway and takes no fp32 inputs, so it keeps the low dtype.
     q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
-  out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+  if implementation == "splash":
+    from synth_jax.diffusion import splash
+    out = splash.splash_attention(q, k, v)
+  else:
+    out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
   return out.reshape(b, t, inner).astype(dtype)
 
 

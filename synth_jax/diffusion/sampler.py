@@ -45,20 +45,26 @@ def to_uint8(images):
 
 
 def attention_impl_for(dtype, requested: str | None = "auto") -> str | None:
-  """'auto': cuDNN flash attention on GPUs in bf16/fp16, XLA elsewhere (TPU, CPU, fp32).
+  """'auto': Pallas splash attention on TPUs, cuDNN flash attention on GPUs in bf16/fp16, XLA
+  elsewhere (CPU, fp32 on GPU).
 
-  An explicit 'cudnn' where cuDNN cannot run (no GPU, or fp32) is a ConfigError, not a silent
-  fallback: whoever asked for it is measuring or debugging that kernel. None lets JAX choose.
+  An explicit 'cudnn' or 'splash' where it cannot run natively (no GPU/TPU, or fp32 for cuDNN) is a
+  ConfigError, not a silent fallback: whoever asked for it is measuring or debugging that kernel
+  (tests run splash in Pallas' interpret mode through `attention_impl` directly). None lets JAX
+  choose.
   """
   low = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-  on_gpu = jax.default_backend() == "gpu"
+  backend = jax.default_backend()
+  on_gpu = backend == "gpu"
   if requested == "auto":
-    return "cudnn" if on_gpu and low else "xla"
+    return "splash" if backend == "tpu" else "cudnn" if on_gpu and low else "xla"
   if requested not in attention_lib.IMPLEMENTATIONS:
-    raise ConfigError(f"attention={requested!r} is not one of 'auto', 'xla', 'cudnn', None")
+    raise ConfigError(f"attention={requested!r} is not one of 'auto', 'xla', 'cudnn', 'splash', None")
+  where = f"backend {backend}, dtype {jnp.dtype(dtype).name}"
   if requested == "cudnn" and not (on_gpu and low):
-    where = f"backend {jax.default_backend()}, dtype {jnp.dtype(dtype).name}"
     raise ConfigError(f"attention='cudnn' needs a GPU and bf16/fp16 ({where}); use 'xla' or 'auto'")
+  if requested == "splash" and backend != "tpu":
+    raise ConfigError(f"attention='splash' needs a TPU ({where}); use 'xla' or 'auto'")
   return requested
 
 
@@ -175,8 +181,9 @@ class Sampler:
     if isinstance(negative, str):
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
-    return np.asarray(self._fn(self.params, self.tokenize(prompts), self.tokenize(negative), seeds,
-                               jnp.float32(guidance)))
+    with jax.set_mesh(self.mesh):  # lets a Pallas attention kernel shard_map over the batch
+      return np.asarray(self._fn(self.params, self.tokenize(prompts), self.tokenize(negative),
+                                 seeds, jnp.float32(guidance)))
 
   def sample_from_latents(self, prompts, negative, latents, guidance: float) -> np.ndarray:
     """As __call__ but from given NHWC starting latents (parity tests against diffusers)."""
