@@ -91,6 +91,10 @@ def reinit_head(params: Mapping, rng, num_classes: int | None = None, zero: bool
 _RULES = (
     (r"(.*/)?head/kernel", 2, ("embed", "classes")),
     (r"(.*/)?head/bias", 1, ("classes",)),
+    # -- SDXL (issue 22): the UNet's text_time add-embedding MLP (text_projection is named below)
+    (r"(.*/)?add_embedding_linear_1/kernel", 2, ("embed", "mlp")),
+    (r"(.*/)?add_embedding_linear_2/kernel", 2, ("mlp", "embed")),
+    # -- end SDXL
     (r".*(Dense_0|fc1)/kernel", 2, ("embed", "mlp")),
     (r".*(Dense_0|fc1)/bias", 1, ("mlp",)),
     (r".*(Dense_1|fc2)/kernel", 2, ("mlp", "embed")),
