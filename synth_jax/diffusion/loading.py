@@ -267,12 +267,18 @@ def save_pipeline(pipe: StableDiffusion, path: str) -> None:
     raise
 
 
-def load(path: str, dtype=jnp.float32, single_file_config: str | None = None) -> StableDiffusion:
-  """A diffusers folder (`load_pipeline`) or a single-file checkpoint (`load_single_file`)."""
+def load(path: str, dtype=jnp.float32, single_file_config: str | None = None,
+         revision: str | None = None, variant: str | None = None) -> StableDiffusion:
+  """A diffusers folder (`load_pipeline`), a single-file checkpoint (`load_single_file`), or a
+  Hub id `org/name` (at `revision`; weights of `variant`, e.g. 'fp16') resolved through the
+  Hugging Face cache as diffusers does (`hub.resolve`)."""
+  from synth_jax.diffusion import hub
   path = os.path.expanduser(os.fspath(path))
   if os.path.isfile(path):
     return load_single_file(path, dtype, config=single_file_config or None)
-  return load_pipeline(path, dtype)
+  if hub.is_hub_id(path):
+    path = hub.resolve(path, revision or None, variant or None)
+  return load_pipeline(path, dtype, variant=variant or None)
 
 
 def load_single_file(checkpoint: str, dtype=jnp.float32, config: str | None = None,

@@ -126,7 +126,10 @@ class Sampler:
     if dtype is None:
       raise ConfigError(f"dtype={config.dtype!r} is not one of float32, bfloat16, float16")
     # model_path: a diffusers folder, or a single-file checkpoint converted by diffusers
-    pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None)
+    # or a Hub id org/name (model_revision, model_variant) resolved through the HF cache
+    pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None,
+                        revision=config.get("model_revision") or None,
+                        variant=config.get("model_variant") or None)
     path = config.get("style_token_path")
     if path:  # a learned_embeds file, or a folder of them (per-class inversion)
       files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]

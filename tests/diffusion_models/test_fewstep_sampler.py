@@ -85,15 +85,20 @@ def test_guidance_zero_is_the_conditional_prediction_alone(torch_sd, monkeypatch
   assert set(s.unet.batches) == {2, 4} and _diff(np.asarray(old), ours) > 2
 
 
-_SLOW = pytest.mark.slow  # ~40-130 s each on 2 shared cores (two compiles + torch)
-
-
 @pytest.mark.parametrize("kind,steps,guidance,overrides", [
-    pytest.param("euler_a", 6, 5.0, {}, marks=_SLOW),
-    ("euler_a", 1, 0.0, {"timestep_spacing": "trailing"}),  # SD-Turbo's 1 step
-    pytest.param("euler_a", 4, 0.0, {"timestep_spacing": "trailing"}, marks=_SLOW),  # 4 steps
-    pytest.param("lcm", 4, 1.5, {}, marks=_SLOW),
-    pytest.param("lcm", 2, 1.0, {}, marks=_SLOW),
+    ("euler_a", 1, 0.0, {"timestep_spacing": "trailing"})])  # SD-Turbo's 1 step
+def test_turbo_one_step_matches_diffusers(torch_sd, kind, steps, guidance, overrides,
+                                          monkeypatch):
+  test_few_step_pipeline_matches_diffusers(torch_sd, kind, steps, guidance, overrides,
+                                           monkeypatch)
+
+
+@pytest.mark.slow  # ~40-130 s each on 2 shared cores (two compiles + torch)
+@pytest.mark.parametrize("kind,steps,guidance,overrides", [
+    ("euler_a", 6, 5.0, {}),
+    ("euler_a", 4, 0.0, {"timestep_spacing": "trailing"}),  # SD-Turbo's 4 steps
+    ("lcm", 4, 1.5, {}),
+    ("lcm", 2, 1.0, {}),
 ])
 def test_few_step_pipeline_matches_diffusers(torch_sd, kind, steps, guidance, overrides,
                                              monkeypatch):
