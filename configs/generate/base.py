@@ -33,6 +33,9 @@ def get_config(arg=None):
   # variant ('' = none, e.g. fp16).
   c.model_revision = ""
   c.model_variant = ""
+  # LoRA files fused into the UNet / text encoders at load: 'path:scale[,path:scale...]'
+  # (diffusers/PEFT or kohya safetensors)
+  c.lora = ""
   c.dtype = "bfloat16"              # float32 | bfloat16 | float16 (params and compute)
   c.style_token_path = ""           # learned_embeds.safetensors from `synth-jax invert` (DSI)
   # What to generate.

@@ -37,7 +37,7 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict]) -> Non
     if settings[k] and not hub.is_hub_id(settings[k]):  # a Hub id is the same from any cwd
       settings[k] = os.path.abspath(os.path.expanduser(settings[k]))
     settings[k] = settings[k] or ""
-  for k in ("model_revision", "model_variant"):  # recorded only when set (older plans match)
+  for k in ("model_revision", "model_variant", "lora"):  # recorded only when set (older plans match)
     if config.get(k):
       settings[k] = config.get(k)
   if config.get("single_file_config"):  # recorded only when set, so older plans still match

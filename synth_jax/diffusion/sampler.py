@@ -25,6 +25,7 @@ import numpy as np
 from synth_jax import sharding
 from synth_jax.diffusion import attention as attention_lib
 from synth_jax.diffusion import loading
+from synth_jax.diffusion import lora as lora_lib
 from synth_jax.diffusion import schedulers
 from synth_jax.diffusion import textual_inversion
 from synth_jax.errors import ConfigError
@@ -130,6 +131,9 @@ class Sampler:
     pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None,
                         revision=config.get("model_revision") or None,
                         variant=config.get("model_variant") or None)
+    for lora_path, scale in lora_lib.parse_specs(config.get("lora", "")):  # fused into weights
+      log.info("fused LoRA %s (scale %g) into %s", lora_path, scale,
+               ", ".join(lora_lib.fuse(pipe, lora_path, scale)))
     path = config.get("style_token_path")
     if path:  # a learned_embeds file, or a folder of them (per-class inversion)
       files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]
