@@ -131,6 +131,9 @@ RULES = (
     (r"(.*/)?time_embedding_linear_1/kernel", 2, ("embed", "time_embed")),
     (r"(.*/)?time_embedding_linear_2/kernel", 2, ("time_embed", "time_embed")),
     (r".*/time_emb_proj/kernel", 2, ("time_embed", "embed")),
+    # SDXL: the text_time add-embedding MLP (pooled text + size/crop ids -> time embedding)
+    (r"(.*/)?add_embedding_linear_1/kernel", 2, ("embed", "time_embed")),
+    (r"(.*/)?add_embedding_linear_2/kernel", 2, ("time_embed", "time_embed")),
     # embeddings
     (r".*token_embedding/embedding", 2, ("vocab", "embed")),
     (r".*position_embedding/embedding", 2, ("seq", "embed")),

@@ -29,6 +29,14 @@ def get_config(arg=None):
   # by torch diffusers; this diffusers folder (or hub id) gives its configs ('' = diffusers guesses
   # them from the tensor names and downloads them)
   c.single_file_config = ""
+  # model_path may also be a Hub id (org/name), read from the Hugging Face cache (HF_HOME) as
+  # diffusers does; offline (HF_HUB_OFFLINE=1) when cached. Its revision ('' = main) and weight
+  # variant ('' = none, e.g. fp16).
+  c.model_revision = ""
+  c.model_variant = ""
+  # LoRA files fused into the UNet / text encoders at load: 'path:scale[,path:scale...]'
+  # (diffusers/PEFT or kohya safetensors)
+  c.lora = ""
   c.dtype = "bfloat16"              # float32 | bfloat16 | float16 (params and compute)
   c.style_token_path = ""           # learned_embeds.safetensors from `synth-jax invert` (DSI)
   # What to generate.

@@ -34,8 +34,14 @@ def check_plan(config, workdir: str, names: list[str], items: list[dict],
   model refuses never enters the record.
   """
   settings = {k: config.get(k) for k in PLAN_KEYS}
+  from synth_jax.diffusion import hub
   for k in ("model_path", "style_token_path"):  # the same folder named from another cwd
-    settings[k] = os.path.abspath(os.path.expanduser(settings[k])) if settings[k] else ""
+    if settings[k] and not hub.is_hub_id(settings[k]):  # a Hub id is the same from any cwd
+      settings[k] = os.path.abspath(os.path.expanduser(settings[k]))
+    settings[k] = settings[k] or ""
+  for k in ("model_revision", "model_variant", "lora"):  # recorded only when set (older plans match)
+    if config.get(k):
+      settings[k] = config.get(k)
   if config.get("single_file_config"):  # recorded only when set, so older plans still match
     settings["single_file_config"] = os.path.abspath(os.path.expanduser(config.single_file_config))
   settings = json.loads(json.dumps(settings, default=lambda v: v.to_dict() if hasattr(

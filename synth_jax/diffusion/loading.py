@@ -6,6 +6,8 @@ PyTorch layouts to our Flax trees strictly (a missing, extra or mis-shaped tenso
 that names it) and returns numpy params on the host: placing them on devices is the sampler's job.
 `save_pipeline(pipe, path)` writes the same layout, loadable by PyTorch diffusers. `load(path)` also
 takes a single-file (original LDM layout) checkpoint, converted by diffusers (`load_single_file`).
+An SDXL folder (`text_encoder_2/`, `tokenizer_2/`, a text_time UNet) loads the same way; its second
+encoder and tokenizer are `text_encoder_2` / `tokenizer_2`.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"
 _WEIGHT_NAMES = {  # component -> file stems (safetensors, bin), in diffusers/transformers naming
     "unet": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
     "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
-    "text_encoder": ("model", "pytorch_model")}
+    "text_encoder": ("model", "pytorch_model"), "text_encoder_2": ("model", "pytorch_model")}
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                     "special_tokens_map.json", "added_tokens.json")
 
@@ -47,6 +49,14 @@ class StableDiffusion:
   configs: dict  # {'model_index', 'unet', 'vae', 'text_encoder'}: the json dicts as read
   dtype: Any = jnp.float32
   tokenizer_files: dict = dataclasses.field(default_factory=dict)  # name -> bytes, as read
+  # SDXL: the OpenCLIP bigG encoder with projection (params['text_encoder_2']) and its tokenizer
+  text_encoder_2: clip_text.CLIPTextModel | None = None
+  tokenizer_2: Any = None
+  force_zeros_for_empty_prompt: bool = False  # SDXL: an empty negative prompt is zeros
+
+  @property
+  def is_xl(self) -> bool:
+    return self.text_encoder_2 is not None
 
   @property
   def prediction_type(self) -> str:
@@ -134,25 +144,41 @@ def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> S
   model_index = _read_json(os.path.join(path, "model_index.json"), "the component list")
   configs = {"model_index": model_index}
   params = {}
-  for name in ("unet", "vae", "text_encoder"):
+  xl = "XL" in str(model_index.get("_class_name", "")) or bool(
+      (model_index.get("text_encoder_2") or [None])[0])
+  if xl and not os.path.isfile(os.path.join(path, "text_encoder_2", "config.json")):
+    raise WeightsError(f"{path} is an SDXL pipeline without text_encoder_2/ (its second, OpenCLIP "
+                       "bigG text encoder); download the complete folder (text_encoder_2/ and "
+                       "tokenizer_2/ included)")
+  # diffusers decodes in float32 where the VAE says force_upcast and the pipeline is fp16
+  vae_dtype = jnp.float32 if (jnp.dtype(dtype) == jnp.float16) else dtype
+  for name in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if xl else ()):
     folder = os.path.join(path, name)
     configs[name] = _read_json(os.path.join(folder, "config.json"), f"the {name} config")
     state, source = read_component_weights(folder, name, variant)
-    if name == "text_encoder":
+    if name.startswith("text_encoder"):
       params[name] = clip_text.params_from_hf(state, configs[name], source)
     else:
       lib = unet_lib if name == "unet" else vae_lib
       params[name] = _convert(lib.params_from_diffusers, state, configs[name], source)
-    params[name] = _cast(params[name], dtype)
+    if name == "vae" and not configs["vae"].get("force_upcast", True):
+      vae_dtype = dtype
+    params[name] = _cast(params[name], vae_dtype if name == "vae" else dtype)
   scheduler_config = _read_json(os.path.join(path, "scheduler", "scheduler_config.json"),
                                 "the scheduler config")
   tokenizer, tokenizer_files = load_tokenizer(os.path.join(path, "tokenizer"))
+  extra = {}
+  if xl:
+    extra = dict(
+        text_encoder_2=clip_text.CLIPTextModel.from_config(configs["text_encoder_2"], dtype=dtype),
+        tokenizer_2=load_tokenizer(os.path.join(path, "tokenizer_2"))[0],
+        force_zeros_for_empty_prompt=bool(model_index.get("force_zeros_for_empty_prompt", True)))
   return StableDiffusion(
       unet=unet_lib.UNet2DConditionModel.from_config(configs["unet"], dtype),
-      vae=vae_lib.AutoencoderKL.from_config(configs["vae"], dtype),
+      vae=vae_lib.AutoencoderKL.from_config(configs["vae"], vae_dtype),
       text_encoder=clip_text.CLIPTextModel.from_config(configs["text_encoder"], dtype=dtype),
       params=params, tokenizer=tokenizer, scheduler_config=scheduler_config, configs=configs,
-      dtype=dtype, tokenizer_files=tokenizer_files)
+      dtype=dtype, tokenizer_files=tokenizer_files, **extra)
 
 
 def load_tokenizer(folder: str):
@@ -218,6 +244,9 @@ def _write_tree(pipe: StableDiffusion, out: str) -> None:
 
 def save_pipeline(pipe: StableDiffusion, path: str) -> None:
   """Writes `pipe` as a diffusers folder; readers see the old folder or the complete new one."""
+  if pipe.is_xl:
+    raise WeightsError(f"saving an SDXL pipeline ({path}) is not supported yet; keep the "
+                       "original diffusers folder")
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
@@ -238,12 +267,18 @@ def save_pipeline(pipe: StableDiffusion, path: str) -> None:
     raise
 
 
-def load(path: str, dtype=jnp.float32, single_file_config: str | None = None) -> StableDiffusion:
-  """A diffusers folder (`load_pipeline`) or a single-file checkpoint (`load_single_file`)."""
+def load(path: str, dtype=jnp.float32, single_file_config: str | None = None,
+         revision: str | None = None, variant: str | None = None) -> StableDiffusion:
+  """A diffusers folder (`load_pipeline`), a single-file checkpoint (`load_single_file`), or a
+  Hub id `org/name` (at `revision`; weights of `variant`, e.g. 'fp16') resolved through the
+  Hugging Face cache as diffusers does (`hub.resolve`)."""
+  from synth_jax.diffusion import hub
   path = os.path.expanduser(os.fspath(path))
   if os.path.isfile(path):
     return load_single_file(path, dtype, config=single_file_config or None)
-  return load_pipeline(path, dtype)
+  if hub.is_hub_id(path):
+    path = hub.resolve(path, revision or None, variant or None)
+  return load_pipeline(path, dtype, variant=variant or None)
 
 
 def load_single_file(checkpoint: str, dtype=jnp.float32, config: str | None = None,

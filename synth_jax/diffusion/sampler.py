@@ -27,6 +27,7 @@ from synth_jax import config as config_lib
 from synth_jax import sharding
 from synth_jax.diffusion import attention as attention_lib
 from synth_jax.diffusion import loading
+from synth_jax.diffusion import lora as lora_lib
 from synth_jax.diffusion import schedulers
 from synth_jax.diffusion import textual_inversion
 from synth_jax.errors import ConfigError
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 def initial_latents(seeds, shape: tuple[int, int, int], dtype=jnp.float32):
   """One N(0, 1) latent (h, w, c) per uint32 seed; independent of batch composition."""
   return jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape, dtype))(seeds)
+
+
+def step_noise(seeds, i, shape: tuple[int, int, int], dtype=jnp.float32):
+  """The fresh N(0, 1) noise a stochastic sampler (Euler ancestral, LCM) adds at step i, per seed.
+
+  Folded from the image's own seed and the step number, so it, too, ignores batch composition.
+  """
+  return jax.vmap(lambda s: jax.random.normal(
+      jax.random.fold_in(jax.random.PRNGKey(s), i + 1), shape, dtype))(seeds)
 
 
 def to_uint8(images):
@@ -108,8 +118,10 @@ class Sampler:
     shardings = sharding.logical_shardings(params, self.mesh, fsdp=self.fsdp)
     self.params = jax.device_put(params, shardings)
     batch = sharding.batch_sharding(self.mesh)
+    # `guided` (guidance > 1) is static: one program with the doubled CFG batch, one without
     self._fn = jax.jit(self._sample, in_shardings=(shardings, batch, batch, batch, None),
-                       out_shardings=sharding.batch_sharding(self.mesh, 4))
+                       out_shardings=sharding.batch_sharding(self.mesh, 4),
+                       static_argnames=("guided",))
     self.compiles = 0
 
   @classmethod
@@ -119,7 +131,13 @@ class Sampler:
       mesh = local_mesh(config.get("mesh"))
     dtype = config_lib.dtype_from(config)  # configs/generate/base.py is the only default
     # model_path: a diffusers folder, or a single-file checkpoint converted by diffusers
-    pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None)
+    # or a Hub id org/name (model_revision, model_variant) resolved through the HF cache
+    pipe = loading.load(config.model_path, dtype, config.get("single_file_config") or None,
+                        revision=config.get("model_revision") or None,
+                        variant=config.get("model_variant") or None)
+    for lora_path, scale in lora_lib.parse_specs(config.get("lora", "")):  # fused into weights
+      log.info("fused LoRA %s (scale %g) into %s", lora_path, scale,
+               ", ".join(lora_lib.fuse(pipe, lora_path, scale)))
     path = config.get("style_token_path")
     if path:  # a learned_embeds file, or a folder of them (per-class inversion)
       files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]
@@ -135,15 +153,39 @@ class Sampler:
 
   # ---- the compiled program -------------------------------------------------------------------
   def _encode(self, params, ids):
-    out = self.pipe.text_encoder.apply({"params": params["text_encoder"]}, ids)
-    return out["last_hidden_state"]
+    """(UNet context, SDXL extras {text_embeds, time_ids} or {}) for token ids.
 
-  def _sample(self, params, ids, negative_ids, seeds, guidance, latents=None):
+    SDXL (diffusers' encode_prompt): both encoders' penultimate hidden states side by side, the
+    pooled projection of the second; `zero` rows (an empty negative prompt where the pipeline
+    says force_zeros_for_empty_prompt) become zeros.
+    """
+    pipe = self.pipe
+    if not pipe.is_xl:
+      return pipe.text_encoder.apply({"params": params["text_encoder"]}, ids)["last_hidden_state"], {}
+    one = pipe.text_encoder.apply({"params": params["text_encoder"]}, ids["ids"])
+    two = pipe.text_encoder_2.apply({"params": params["text_encoder_2"]}, ids["ids_2"])
+    context = jnp.concatenate([one["hidden_states"][-2], two["hidden_states"][-2]], axis=-1)
+    pooled = two["text_embeds"]
+    if "zero" in ids:
+      context = jnp.where(ids["zero"][:, None, None], 0, context)
+      pooled = jnp.where(ids["zero"][:, None], 0, pooled)
+    # original size, crop top-left, target size: diffusers' defaults for a fresh image
+    size = jnp.asarray([self.height, self.width, 0, 0, self.height, self.width], jnp.float32)
+    return context, {"text_embeds": pooled,
+                     "time_ids": jnp.broadcast_to(size, (pooled.shape[0], 6))}
+
+  def _sample(self, params, ids, negative_ids, seeds, guidance, latents=None, guided=True):
+    """guided=False (diffusers: guidance <= 1) is the conditional prediction alone: the negative
+    prompt is never encoded and the UNet runs on the batch itself, not a doubled one."""
     self.compiles += 1  # runs only while tracing: counts compilations
     pipe, plan, sched = self.pipe, self.plan, self.sched
     f = pipe.vae_scale_factor
     shape = (self.height // f, self.width // f, self.unet.config.in_channels)
-    context = jnp.concatenate([self._encode(params, negative_ids), self._encode(params, ids)])
+    context, added = self._encode(params, ids)
+    if guided:
+      neg_context, neg_added = self._encode(params, negative_ids)
+      context = jnp.concatenate([neg_context, context])
+      added = {k: jnp.concatenate([neg_added[k], v]) for k, v in added.items()}
     if latents is None:
       latents = initial_latents(seeds, shape)
     latents = latents.astype(jnp.float32) * plan.init_noise_sigma
@@ -152,11 +194,15 @@ class Sampler:
     def step(i, carry):
       latents, state = carry
       x = sched.scale_model_input(plan, i, latents)
-      x = jnp.concatenate([x, x]).astype(pipe.dtype)
+      x = (jnp.concatenate([x, x]) if guided else x).astype(pipe.dtype)
       t = jnp.broadcast_to(plan.timesteps[i], (x.shape[0],))
-      pred = self.unet.apply({"params": params["unet"]}, x, t, context).astype(jnp.float32)
-      uncond, cond = jnp.split(pred, 2)
-      pred = uncond + guidance * (cond - uncond)
+      pred = self.unet.apply({"params": params["unet"]}, x, t, context, **added
+                             ).astype(jnp.float32)
+      if guided:
+        uncond, cond = jnp.split(pred, 2)
+        pred = uncond + guidance * (cond - uncond)
+      if sched.stochastic:
+        return sched.step(plan, i, pred, latents, state, noise=step_noise(seeds, i, shape))
       return sched.step(plan, i, pred, latents, state)
 
     # plan.num_steps: diffusers' trailing spacing sometimes yields one more step than asked for
@@ -166,10 +212,21 @@ class Sampler:
     return to_uint8(images)
 
   # ---- host side --------------------------------------------------------------------------------
-  def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
-    prompts = textual_inversion.maybe_convert_prompt(list(prompts), self.pipe.tokenizer)
-    return self.pipe.tokenizer(prompts, padding="max_length", max_length=self.pipe.max_length,
-                               truncation=True, return_tensors="np").input_ids.astype(np.int32)
+  def tokenize(self, prompts: Sequence[str], negative: bool = False):
+    """int32 ids (B, T); SDXL: {'ids', 'ids_2'} (each encoder's tokenizer), and for a negative
+    prompt 'zero' (B,) where it is empty and force_zeros_for_empty_prompt holds."""
+    pipe = self.pipe
+    def ids(tokenizer, length):
+      text = textual_inversion.maybe_convert_prompt(list(prompts), tokenizer)
+      return tokenizer(text, padding="max_length", max_length=length, truncation=True,
+                       return_tensors="np").input_ids.astype(np.int32)
+    if not pipe.is_xl:
+      return ids(pipe.tokenizer, pipe.max_length)
+    length_2 = min(pipe.tokenizer_2.model_max_length, pipe.text_encoder_2.max_position_embeddings)
+    out = {"ids": ids(pipe.tokenizer, pipe.max_length), "ids_2": ids(pipe.tokenizer_2, length_2)}
+    if negative:
+      out["zero"] = np.array([pipe.force_zeros_for_empty_prompt and not p for p in prompts])
+    return out
 
   def __call__(self, prompts: Sequence[str], negative: Sequence[str] | str = "",
                seeds: Sequence[int] | np.ndarray = (), guidance: float = 7.5) -> np.ndarray:
@@ -182,14 +239,18 @@ class Sampler:
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
     with jax.set_mesh(self.mesh):  # lets a Pallas attention kernel shard_map over the batch
-      return np.asarray(self._fn(self.params, self.tokenize(prompts), self.tokenize(negative),
-                                 seeds, jnp.float32(guidance)))
+      return np.asarray(self._fn(self.params, self.tokenize(prompts),
+                                 self.tokenize(negative, negative=True), seeds,
+                                 jnp.float32(guidance), guided=bool(guidance > 1)))
 
-  def sample_from_latents(self, prompts, negative, latents, guidance: float) -> np.ndarray:
-    """As __call__ but from given NHWC starting latents (parity tests against diffusers)."""
+  def sample_from_latents(self, prompts, negative, latents, guidance: float,
+                          seeds=None) -> np.ndarray:
+    """As __call__ but from given NHWC starting latents (parity tests against diffusers); seeds
+    (default 0) only feed the per-step noise of Euler ancestral / LCM (see `step_noise`)."""
     if isinstance(negative, str):
       negative = [negative] * len(prompts)
-    fn = jax.jit(self._sample)
-    return np.asarray(fn(self.params, self.tokenize(prompts), self.tokenize(negative),
-                         np.zeros(len(prompts), np.uint32), jnp.float32(guidance),
-                         jnp.asarray(latents)))
+    seeds = np.zeros(len(prompts), np.uint32) if seeds is None else np.asarray(seeds, np.uint32)
+    fn = jax.jit(self._sample, static_argnames=("guided",))
+    return np.asarray(fn(self.params, self.tokenize(prompts), self.tokenize(negative, negative=True),
+                         seeds, jnp.float32(guidance), jnp.asarray(latents),
+                         guided=bool(guidance > 1)))

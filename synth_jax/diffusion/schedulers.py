@@ -1,4 +1,4 @@
-"""DDIM, DPM-Solver++ (2M) and Euler samplers in pure JAX, plus the DDPM forward process.
+"""DDIM, DPM-Solver++ (2M), Euler, Euler ancestral and LCM samplers in pure JAX, plus the DDPM forward process.
 
 `plan(num_steps)` runs diffusers' `set_timesteps` on the host and tabulates every per-step scalar
 (float32, computed as diffusers' torch code computes it); `step(plan, i, ...)` indexes those tables
@@ -24,13 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth_jax.diffusion import schedulers_fewstep as fewstep
 from synth_jax.diffusion import schedulers_tables as tables
 from synth_jax.errors import ConfigError
 
 F32 = np.float32
-KINDS = ("dpm++2m", "ddim", "euler")
+KINDS = ("dpm++2m", "ddim", "euler", "euler_a", "lcm")
 _BY_CLASS = {"DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++2m",
-             "EulerDiscreteScheduler": "euler"}
+             "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler_a",
+             "LCMScheduler": "lcm"}
+STOCHASTIC = ("euler_a", "lcm")  # fresh noise every step: `step` takes `noise`
 _NOISE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
               trained_betas=None, rescale_betas_zero_snr=False, steps_offset=0)
 # diffusers 0.42's constructor defaults per class (tests check them against the signatures).
@@ -50,12 +53,14 @@ DEFAULTS = {
                   interpolation_type="linear", use_karras_sigmas=False,
                   use_exponential_sigmas=False, use_beta_sigmas=False, sigma_min=None,
                   sigma_max=None, timestep_type="discrete", final_sigmas_type="zero"),
+    **fewstep.DEFAULTS,
 }
 # Values we implement, per option; anything else is refused by name rather than half-supported.
 _ALLOWED = {
     "prediction_type": {"ddim": ("epsilon", "v_prediction", "sample"),
                         "dpm++2m": ("epsilon", "v_prediction", "sample"),
-                        "euler": ("epsilon", "v_prediction", "sample", "original_sample")},
+                        "euler": ("epsilon", "v_prediction", "sample", "original_sample"),
+                        **fewstep.PREDICTIONS},
     "thresholding": (False,), "algorithm_type": ("dpmsolver++", "deis"), "solver_order": (1, 2),
     "solver_type": ("midpoint", "heun", "logrho", "bh1", "bh2"),
     "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,), "use_lu_lambdas": (False,),
@@ -125,9 +130,10 @@ class Scheduler:
     """Timesteps and per-step tables for `num_steps` steps (host-side, then jnp)."""
     if int(num_steps) < 1 or int(num_steps) > self.config["num_train_timesteps"]:
       raise ConfigError(f"steps={num_steps} must be in 1..{self.config['num_train_timesteps']}")
-    build = {"ddim": _ddim_plan, "dpm++2m": _dpm_plan, "euler": _euler_plan}[self.kind]
+    build = {"ddim": _ddim_plan, "dpm++2m": _dpm_plan, "euler": _euler_plan,
+             "euler_a": fewstep.euler_a_plan, "lcm": fewstep.lcm_plan}[self.kind]
     timesteps, coefs, sigma = build(self.config, int(num_steps))
-    t_dtype = jnp.float32 if self.kind == "euler" else jnp.int32
+    t_dtype = jnp.float32 if self.kind in ("euler", "euler_a") else jnp.int32
     return Plan(jnp.asarray(timesteps, t_dtype),
                 {k: jnp.asarray(np.asarray(v, F32)) for k, v in coefs.items()}, float(sigma))
 
@@ -137,14 +143,25 @@ class Scheduler:
 
   def scale_model_input(self, plan: Plan, i, x):
     """The UNet input at step i: x itself, except Euler's x / sqrt(sigma^2 + 1)."""
-    if self.kind != "euler":
+    if self.kind not in ("euler", "euler_a"):
       return x
     return (x.astype(jnp.float32) / plan.coefs["in_scale"][i]).astype(x.dtype)
 
-  def step(self, plan: Plan, i, model_output, x, state):
+  @property
+  def stochastic(self) -> bool:
+    """Whether `step` needs fresh N(0, 1) `noise` (shaped as x) at every step."""
+    return self.kind in STOCHASTIC
+
+  def step(self, plan: Plan, i, model_output, x, state, noise=None):
     """One update at (traced) step index i; returns (x_next, state). Computes in float32."""
     out, x32 = model_output.astype(jnp.float32), x.astype(jnp.float32)
     c = {k: v[i] for k, v in plan.coefs.items()}
+    if self.stochastic:
+      if noise is None:
+        raise ValueError(f"the {self.kind} sampler adds noise every step: pass noise=")
+      nxt = {"euler_a": fewstep.euler_a_step, "lcm": fewstep.lcm_step}[self.kind](
+          self.config, c, out, x32, noise.astype(jnp.float32))
+      return nxt.astype(x.dtype), state
     fn = {"ddim": _ddim_step, "dpm++2m": _dpm_step, "euler": _euler_step}[self.kind]
     nxt, state = fn(self.config, c, out, x32, state)
     return nxt.astype(x.dtype), state
@@ -154,7 +171,7 @@ def from_config(scheduler_config: Mapping[str, Any], kind: str | None = None,
                 **overrides) -> Scheduler:
   """A scheduler from a diffusers `scheduler_config.json` dict.
 
-  kind: 'ddim', 'dpm++2m' or 'euler'; None takes it from `_class_name` (an unknown class, e.g.
+  kind: one of KINDS ('euler_a': Euler ancestral); None takes it from `_class_name` (an unknown class, e.g.
   SD-1.5's PNDMScheduler, gives 'dpm++2m' with the same betas). overrides: diffusers option names.
   """
   if kind is None:

@@ -1,9 +1,10 @@
-"""Flax UNet2DConditionModel for Stable Diffusion 1.x/2.x, loading diffusers weights.
+"""Flax UNet2DConditionModel for Stable Diffusion 1.x/2.x and SDXL, loading diffusers weights.
 
 `UNet2DConditionModel.from_config(config_json)` takes the dict of a diffusers `unet/config.json`;
 `params_from_diffusers(state_dict, config)` converts its tensors (strict: every missing, extra or
-mis-shaped tensor is named). Latents are NHWC. Features SD 1.x/2.x do not use (class embeddings,
-SDXL's added conditions, other block types) are refused with a one-line error at construction.
+mis-shaped tensor is named). Latents are NHWC. SDXL's `text_time` added conditioning (pooled text
+embedding + size/crop ids) is `text_embeds=`, `time_ids=`. Features these models do not use (class
+embeddings, other block types) are refused with a one-line error at construction.
 """
 from __future__ import annotations
 
@@ -61,10 +62,16 @@ class UNetConfig:
   upcast_attention: bool = False
   time_scale_shift: bool = False
   sample_size: int = 64
+  # SDXL (addition_embed_type 'text_time'): sinusoidal width per time id, and the add MLP's input
+  addition_time_embed_dim: int | None = None
+  projection_class_embeddings_input_dim: int | None = None
 
   @classmethod
   def from_diffusers(cls, config: Mapping[str, Any]) -> "UNetConfig":
+    text_time = config.get("addition_embed_type") == "text_time"
     for key, default in _UNSUPPORTED.items():
+      if text_time and key in ("addition_embed_type", "projection_class_embeddings_input_dim"):
+        continue
       if config.get(key, default) != default:
         raise WeightsError(f"unet config {key}={config[key]!r} is not supported (Stable Diffusion "
                            f"1.x/2.x UNets have {default!r})")
@@ -98,7 +105,10 @@ class UNetConfig:
         use_linear_projection=bool(config.get("use_linear_projection", False)),
         upcast_attention=bool(config.get("upcast_attention", False)),
         time_scale_shift=config.get("resnet_time_scale_shift", "default") == "scale_shift",
-        sample_size=int(size[0] if isinstance(size, (list, tuple)) else size))
+        sample_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+        addition_time_embed_dim=int(config["addition_time_embed_dim"]) if text_time else None,
+        projection_class_embeddings_input_dim=(
+            int(config["projection_class_embeddings_input_dim"]) if text_time else None))
 
 
 class UNet2DConditionModel(nn.Module):
@@ -118,7 +128,8 @@ class UNet2DConditionModel(nn.Module):
     return cls(config, dtype, attention_impl)
 
   @nn.compact
-  def __call__(self, sample, timesteps, encoder_hidden_states):
+  def __call__(self, sample, timesteps, encoder_hidden_states, text_embeds=None, time_ids=None):
+    """SDXL also takes text_embeds (B, P) (the pooled text embedding) and time_ids (B, 6)."""
     c, dt = self.config, self.dtype
     channels = c.block_out_channels
     common = dict(groups=c.norm_num_groups, eps=c.norm_eps, time_scale_shift=c.time_scale_shift,
@@ -128,6 +139,15 @@ class UNet2DConditionModel(nn.Module):
     temb = blocks.timestep_embedding(timesteps, channels[0], c.flip_sin_to_cos, c.freq_shift)
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_1")(temb.astype(dt))
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_2")(nn.silu(temb))
+    if c.addition_time_embed_dim:  # diffusers' text_time: add an MLP of [pooled, sinusoid(ids)]
+      if text_embeds is None or time_ids is None:
+        raise ValueError("an SDXL (text_time) UNet needs text_embeds= and time_ids=")
+      ids = blocks.timestep_embedding(time_ids.reshape(-1), c.addition_time_embed_dim,
+                                      c.flip_sin_to_cos, c.freq_shift)
+      add = jnp.concatenate([text_embeds.astype(jnp.float32),
+                             ids.reshape(sample.shape[0], -1)], axis=-1).astype(dt)
+      add = nn.Dense(channels[0] * 4, dtype=dt, name="add_embedding_linear_1")(add)
+      temb = temb + nn.Dense(channels[0] * 4, dtype=dt, name="add_embedding_linear_2")(nn.silu(add))
     context = encoder_hidden_states.astype(dt)
     wrap = nn.remat if self.remat else (lambda m: m)
     down_block, mid_block, up_block = (wrap(b) for b in (blocks.DownBlock, blocks.MidBlock,
@@ -157,8 +177,12 @@ class UNet2DConditionModel(nn.Module):
 
   def dummy_inputs(self, batch: int = 1, tokens: int = 77):
     s, c = self.config.sample_size, self.config
-    return (jnp.zeros((batch, s, s, c.in_channels), self.dtype), jnp.zeros((batch,), jnp.int32),
+    args = (jnp.zeros((batch, s, s, c.in_channels), self.dtype), jnp.zeros((batch,), jnp.int32),
             jnp.zeros((batch, tokens, c.cross_attention_dim), self.dtype))
+    if c.addition_time_embed_dim:
+      pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+      args += (jnp.zeros((batch, pooled), self.dtype), jnp.zeros((batch, 6), jnp.float32))
+    return args
 
   def init_params(self, seed: int = 0) -> dict:
     """Random params (numpy, host), as our init draws them: for tests and the tiny demo model."""
@@ -169,13 +193,16 @@ class UNet2DConditionModel(nn.Module):
     return torch_layout.abstract_params(self, *self.dummy_inputs())
 
 
-# diffusers nests the time MLP as time_embedding.linear_1; we keep it flat (one module fewer).
+# diffusers nests the time MLPs as time_embedding.linear_1 (add_embedding.linear_1 in SDXL); we
+# keep them flat (one module fewer).
 def _rename_to_ours(state: dict) -> dict:
-  return {k.replace("time_embedding.linear_", "time_embedding_linear_"): v for k, v in state.items()}
+  return {k.replace("time_embedding.linear_", "time_embedding_linear_")
+          .replace("add_embedding.linear_", "add_embedding_linear_"): v for k, v in state.items()}
 
 
 def _rename_to_diffusers(state: dict) -> dict:
-  return {k.replace("time_embedding_linear_", "time_embedding.linear_"): v for k, v in state.items()}
+  return {k.replace("time_embedding_linear_", "time_embedding.linear_")
+          .replace("add_embedding_linear_", "add_embedding.linear_"): v for k, v in state.items()}
 
 
 def params_from_diffusers(state: Mapping[str, np.ndarray], config, source: str = "unet") -> dict:
