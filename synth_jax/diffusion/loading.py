@@ -150,8 +150,8 @@ def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> S
     raise WeightsError(f"{path} is an SDXL pipeline without text_encoder_2/ (its second, OpenCLIP "
                        "bigG text encoder); download the complete folder (text_encoder_2/ and "
                        "tokenizer_2/ included)")
-  # diffusers decodes in float32 where the VAE says force_upcast and the pipeline is fp16
-  vae_dtype = jnp.float32 if (jnp.dtype(dtype) == jnp.float16) else dtype
+  # SDXL's pipeline decodes in float32 where the VAE says force_upcast and the pipeline is fp16
+  vae_dtype = jnp.float32 if (xl and jnp.dtype(dtype) == jnp.float16) else dtype
   for name in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if xl else ()):
     folder = os.path.join(path, name)
     configs[name] = _read_json(os.path.join(folder, "config.json"), f"the {name} config")

@@ -15,6 +15,7 @@ p the shards p, p + P, ...). No lockstep: a slow or restarted host never stalls 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any, Sequence
@@ -118,10 +119,12 @@ class Sampler:
     shardings = sharding.logical_shardings(params, self.mesh, fsdp=self.fsdp)
     self.params = jax.device_put(params, shardings)
     batch = sharding.batch_sharding(self.mesh)
-    # `guided` (guidance > 1) is static: one program with the doubled CFG batch, one without
-    self._fn = jax.jit(self._sample, in_shardings=(shardings, batch, batch, batch, None),
-                       out_shardings=sharding.batch_sharding(self.mesh, 4),
-                       static_argnames=("guided",))
+    # `guided` (guidance > 1) is static: one program with the doubled CFG batch, one without,
+    # each compiled when first used
+    self._fns = {g: jax.jit(functools.partial(self._sample, guided=g),
+                            in_shardings=(shardings, batch, batch, batch, None),
+                            out_shardings=sharding.batch_sharding(self.mesh, 4))
+                 for g in (True, False)}
     self.compiles = 0
 
   @classmethod
@@ -238,10 +241,10 @@ class Sampler:
     if isinstance(negative, str):
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
+    fn = self._fns[bool(guidance > 1)]
     with jax.set_mesh(self.mesh):  # lets a Pallas attention kernel shard_map over the batch
-      return np.asarray(self._fn(self.params, self.tokenize(prompts),
-                                 self.tokenize(negative, negative=True), seeds,
-                                 jnp.float32(guidance), guided=bool(guidance > 1)))
+      return np.asarray(fn(self.params, self.tokenize(prompts),
+                           self.tokenize(negative, negative=True), seeds, jnp.float32(guidance)))
 
   def sample_from_latents(self, prompts, negative, latents, guidance: float,
                           seeds=None) -> np.ndarray:

@@ -94,14 +94,38 @@ def add_tokens(tokenizer, text_encoder_params: dict, tokens: list[str],
   return weights.unflatten(flat)
 
 
-def load_textual_inversion(pipe, path_or_dict, token: str | None = None) -> list[str]:
-  """Loads an embedding into a `loading.StableDiffusion` (in place); returns the new tokens."""
-  tokens, vectors = read_embeddings(path_or_dict, token)
-  params = add_tokens(pipe.tokenizer, pipe.params["text_encoder"], tokens, vectors)
+def _install(pipe, encoder: str, tokenizer, tokens: list[str], vectors: list[np.ndarray]) -> None:
+  params = add_tokens(tokenizer, pipe.params[encoder], tokens, vectors)
   rows = params["embeddings"]["token_embedding"]["embedding"].shape[0]
-  pipe.params["text_encoder"] = params
-  pipe.text_encoder = pipe.text_encoder.clone(vocab_size=rows)
-  pipe.configs["text_encoder"] = {**pipe.configs["text_encoder"], "vocab_size": rows}
+  pipe.params[encoder] = params
+  setattr(pipe, encoder, getattr(pipe, encoder).clone(vocab_size=rows))
+  pipe.configs[encoder] = {**pipe.configs[encoder], "vocab_size": rows}
+
+
+def load_textual_inversion(pipe, path_or_dict, token: str | None = None) -> list[str]:
+  """Loads an embedding into a `loading.StableDiffusion` (in place); returns the new tokens.
+
+  SDXL's format `{"clip_l": (n, 768), "clip_g": (n, 1280)}` (no token name: pass `token`) adds
+  the token to both tokenizers and both encoders, as diffusers' two `load_textual_inversion`
+  calls (text_encoder / text_encoder_2) do.
+  """
+  state = (dict(path_or_dict) if isinstance(path_or_dict, Mapping)
+           else _read_file(os.fspath(path_or_dict)))
+  if {"clip_l", "clip_g"} <= set(state):
+    if not getattr(pipe, "is_xl", False):
+      raise WeightsError(f"textual inversion {_describe(path_or_dict)} is SDXL's (clip_l/clip_g); "
+                         "this pipeline has one text encoder: use an SD 1.x/2.x embedding")
+    if token is None:
+      raise WeightsError(f"SDXL textual inversion {_describe(path_or_dict)} does not name its "
+                         "token; pass token='<name>'")
+    tokens = []
+    for key, encoder, tokenizer in (("clip_l", "text_encoder", pipe.tokenizer),
+                                    ("clip_g", "text_encoder_2", pipe.tokenizer_2)):
+      tokens, vectors = read_embeddings({token: state[key]}, token)
+      _install(pipe, encoder, tokenizer, tokens, vectors)
+    return tokens
+  tokens, vectors = read_embeddings(state, token)
+  _install(pipe, "text_encoder", pipe.tokenizer, tokens, vectors)
   return tokens
 
 

@@ -74,6 +74,8 @@ def test_guidance_zero_is_the_conditional_prediction_alone(torch_sd, monkeypatch
   print(f"guidance 0: max abs pixel diff {_diff(ours, ref)}/255")
   assert _diff(ours, ref) <= 2
   assert set(s.unet.batches) == {2}  # never the doubled CFG batch
+  assert s(PROMPTS, "blurry", [1, 2], 1.0).shape == (2, 16, 16, 3)  # the compiled __call__ too
+  assert set(s.unet.batches) == {2}
   latents = np.random.default_rng(4).standard_normal((2, 4, 8, 8)).astype(np.float32)  # _run's
   ids = s.tokenize(PROMPTS)
   negative = s.tokenize(["blurry"] * 2)

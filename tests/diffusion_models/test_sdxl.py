@@ -123,3 +123,46 @@ def test_sdxl_folder_without_second_text_encoder_is_one_line(torch_xl, tmp_path)
     loading.load_pipeline(str(broken))
   assert "SDXL pipeline without text_encoder_2/" in str(e.value)
   assert "\n" not in str(e.value) and os.fspath(broken) in str(e.value)
+  # fp16: the VAE stays float32 (force_upcast), as StableDiffusionXLPipeline decodes
+  fp16 = loading.load_pipeline(torch_xl[0], dtype=jnp.float16)
+  leaves = jax.tree_util.tree_leaves
+  assert fp16.vae.dtype == jnp.float32 and fp16.unet.dtype == jnp.float16
+  assert {x.dtype for x in leaves(fp16.params["vae"])} == {np.dtype(np.float32)}
+  assert {x.dtype for x in leaves(fp16.params["text_encoder_2"])} == {np.dtype(np.float16)}
+
+
+def test_sdxl_textual_inversion_matches_diffusers(torch_xl, tmp_path):
+  """diffusers' SDXL token file (clip_l / clip_g) loaded into both encoders, as diffusers does."""
+  import diffusers
+  import torch
+  from synth_jax.diffusion import textual_inversion
+  from synth_jax.models import weights
+  path, _ = torch_xl
+  rng = np.random.default_rng(3)
+  embeds = {"clip_l": rng.standard_normal((2, 32)).astype(np.float32),
+            "clip_g": rng.standard_normal((2, 24)).astype(np.float32)}
+  file = str(tmp_path / "xl_token.safetensors")
+  weights.write_safetensors(file, embeds, {"format": "pt"})
+  ref = diffusers.StableDiffusionXLPipeline.from_pretrained(path)
+  state = weights.read_tensors(file)
+  ref.load_textual_inversion(torch.from_numpy(state["clip_l"]), token="<sty>",
+                             text_encoder=ref.text_encoder, tokenizer=ref.tokenizer)
+  ref.load_textual_inversion(torch.from_numpy(state["clip_g"]), token="<sty>",
+                             text_encoder=ref.text_encoder_2, tokenizer=ref.tokenizer_2)
+  prompts = ["a photo of <sty> cat", "a dog"]
+  with torch.no_grad():
+    want, _, want_pooled, _ = ref.encode_prompt(prompts, do_classifier_free_guidance=False)
+  pipe = loading.load_pipeline(path)
+  assert textual_inversion.load_textual_inversion(pipe, file, token="<sty>") == ["<sty>", "<sty>_1"]
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  s = sampler_lib.Sampler(pipe, mesh, batch_size=2, num_steps=1, height=16, width=16)
+  context, added = s._encode(s.params, s.tokenize(prompts))
+  d = max(max_abs(context, want.numpy()), max_abs(added["text_embeds"], want_pooled.numpy()))
+  plain = loading.load_pipeline(path)
+  s0 = sampler_lib.Sampler(plain, mesh, batch_size=2, num_steps=1, height=16, width=16)
+  moved = max_abs(s0._encode(s0.params, s0.tokenize(["a photo of cat", "a dog"]))[0][0],
+                  context[0])
+  print(f"SDXL token: prompt embeds max abs diff {d:.1e}; the token moves them by {moved:.2f}")
+  assert d <= 1e-4 and moved > 0.1
+  with pytest.raises(WeightsError, match="does not name its token"):
+    textual_inversion.load_textual_inversion(loading.load_pipeline(path), file)
