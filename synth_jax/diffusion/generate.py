@@ -264,6 +264,11 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   if todo:
     from concurrent.futures import ThreadPoolExecutor
     sampler = (sampler_factory or _default_sampler)(config)
+    tokenizer = getattr(getattr(sampler, "pipe", None), "tokenizer", None)
+    if tokenizer is not None:  # before any image: a DSI token that does nothing is an error
+      from synth_jax.diffusion import token_check
+      token_check.check_prompt_tokens([it["prompt"] for it in items], tokenizer,
+                                      token_check.loaded_tokens(config.get("style_token_path") or ""))
     bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")
     threads = int(config.get("encode_threads") or 0) or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads, thread_name_prefix="encode") as pool:

@@ -2,7 +2,7 @@
 
   template_prompts("boeing 747", family="simple", dataset="aircraft")
     -> ["a photo of a boeing 747, a type of aircraft."]
-  dsi_prompt("boeing 747", "<dsi>") -> "a boeing 747 photo in the style of <dsi>"
+  dsi_prompt("boeing 747", "<dataset-style>") -> "a boeing 747 photo in the style of <dataset-style>"
 
 Sourced wordings (facts.md 1.3): Li et al.'s single template "A good photo of the {class}" (family
 "li") and their DSI prompt "A {C_i} photo in the style of S*". Everything else here is OURS: the
@@ -107,5 +107,5 @@ def dsi_prompt(name: str, token: str, template: str = DSI_TEMPLATE) -> str:
   _check(template, ("name", "token"), "dsi_template", DSI_TEMPLATE)
   if not token:
     raise ConfigError("dsi.token is empty; pass the token `synth-jax invert` learned, e.g. "
-                      "--config.dsi.token='<dsi>'")
+                      "--config.dsi.token='<dataset-style>'")
   return template.format(name=name, token=token)
