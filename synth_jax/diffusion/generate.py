@@ -98,12 +98,13 @@ def load_classes(config) -> ClassList:
   if not names:
     raise ConfigError("no classes: pass --config.prompts_path=prompts.json or "
                       "--config.class_names=classes.txt (one per line)")
+  from synth_jax.prompts import templates  # readable words for ids ("n01440764" -> "tench")
   template = str(config.template)
   if "{}" not in template:
     raise ConfigError(f"template={template!r} has no '{{}}' for the class name; "
                       "e.g. 'a photo of a {}'")
   return ClassList([{"id": i, "name": n, "prompts": [
-      {"text": template.format(n.replace("_", " ")), "kind": "template"}]}
+      {"text": template.format(templates.readable(n)), "kind": "template"}]}
       for i, n in enumerate(names)], names)
 
 

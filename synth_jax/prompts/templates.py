@@ -61,8 +61,10 @@ DSI_TEMPLATE = "a {name} photo in the style of {token}"  # Li et al. (facts.md 1
 
 
 def readable(name: str) -> str:
-  """A class label as words: "golden_retriever" -> "golden retriever"."""
-  return " ".join(str(name).replace("_", " ").split())
+  """A class label as words: "golden_retriever" -> "golden retriever", "n01440764" -> "tench",
+  "n02085620-chihuahua" -> "chihuahua", "/a/abbey" -> "abbey" (synth_jax.prompts.readable)."""
+  from synth_jax.prompts import readable as readable_lib
+  return readable_lib.readable(name)
 
 
 def _check(template: str, fields: Sequence[str], what: str, example: str) -> None:
