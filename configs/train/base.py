@@ -65,11 +65,15 @@ def get_config(arg=None):
   c.manual_dir = ""              # your downloaded files (aircraft, cars; pets, imagenet via tfds)
   c.train_split = ""             # '' = the registry's (e.g. aircraft: trainval), a dir's "train"
   c.test_split = ""              # '' = the registry's (e.g. food101: validation), a dir's "test"
+  c.extra_eval = ()              # more eval sets (registry names), e.g. imagenet_sketch,imagenet_r
   c.synthetic = a.synthetic      # synthetic dataset dir written by `synth-jax generate`
   c.volume = a.volume            # synthetic images per class to use (-1 = all)
   c.shots = a.shots              # k real images per class (-1 = all)
   c.mix_ratio = a.mix_ratio      # mix: synthetic fraction of each batch
   c.auxbn_synthetic_fraction = 0.5
+  # AuxBN affine per domain (AdvProp's MixBatchNorm keeps separate scale/bias, facts.md 2.4; paper
+  # B: NOT FOUND). Ours: shared (False). A ViT under auxbn needs True (per-domain LayerNorm affine).
+  c.auxbn_separate_affine = False
   # OURS (issue 17): a real/synthetic phase's batch never exceeds its examples (a 1-shot set of
   # 37 images trains at batch 32, not 256 copies of 37 images); mix/auxbn epochs count real
   # images, so every method sees the same real images for the same phaseN.epochs.

@@ -63,6 +63,33 @@ def plan(config) -> list[Phase]:
           Phase("real", "phase2", alpha("phase2", 0.0), reinit)]
 
 
+def resolve(config) -> dict:
+  """What one point would run, from its config alone (no data, weights or device is touched):
+  the plan, splits the builder writes, the model and AuxBN settings, the init and its input
+  normalisation. `sweep --print-only` calls it on every point; a bad point is a one-line error."""
+  from synth_jax.data import registry
+  from synth_jax.models import input_norm
+  phases = plan(config)
+  train_split, test_split = splits(config)
+  spec = _registry_spec(config)
+  if spec is not None:
+    registry.check_split(spec.name, train_split)
+    registry.check_split(spec.name, test_split)
+  for name in list(config.get("extra_eval", None) or ()):
+    registry.check_split(name, registry.get(name).eval_split)
+  domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
+  state_lib.model_variant(config, domains)
+  if not str(config.get("init") or ""):
+    state_lib.check_init(config)  # the empty-init error
+  if any(p.data != "real" for p in phases) and not config.synthetic:
+    raise ConfigError(f"method {config.method!r} needs synthetic images; pass --config.synthetic=DIR")
+  norm = input_norm.for_checkpoint(str(config.init), config.init_format, config.model)
+  return {"phases": [p.data for p in phases], "splits": [train_split, test_split],
+          "init": str(config.init), "init_format": config.init_format,
+          "input_norm": norm.to_dict(), "synthetic": config.synthetic if len(phases) > 1 or
+          phases[0].data != "real" else ""}
+
+
 def _registry_spec(config):
   """The registry entry of config.dataset, or None when it is a dataset directory."""
   from synth_jax.data import registry
@@ -186,6 +213,7 @@ class Trainer:
   evaluate: Callable        # (params, batch_stats) -> metrics
   batches: list = dataclasses.field(default_factory=list)  # batch size per phase (schedule.py)
   recalibrate: Callable | None = None  # (params, batch_stats) -> batch_stats on real images
+  extra_evals: dict = dataclasses.field(default_factory=dict)  # name -> (params, stats) -> metrics
 
   @property
   def offsets(self) -> list[int]:
@@ -264,6 +292,8 @@ def record_results(t: Trainer, records: list, ev: dict, class_names, path: str) 
   results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
              "shots": config.shots, "volume": config.volume, "model": config.model,
              "num_classes": t.num_classes, "steps": t.counts, "phases": records,
+             "extra_eval": {k: {m: v[m] for m in ("top1", "top5", "mean_per_class", "num_examples")}
+                            for k, v in ev.get("extra_eval", {}).items()},
              "input_norm": {"mean": list(config.augment.mean), "std": list(config.augment.std),
                             "source": config.get("input_norm_source", "")},
              "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
@@ -301,7 +331,8 @@ def build(config, workdir: str):
               mngr=loop.checkpoint_manager(workdir, config.keep_checkpoints),
               recorder=loop.Recorder(workdir, config.tensorboard),
               evaluate=lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes),
-              batches=batches, recalibrate=_recalibrator(config, phases, model, real, mesh, dtype))
+              batches=batches, recalibrate=_recalibrator(config, phases, model, real, mesh, dtype),
+              extra_evals=_extra_evals(config, model, real, num_classes, dtype, norm, mesh))
   return t, real, params, stats
 
 
@@ -326,13 +357,36 @@ def train(config: ConfigDict) -> dict:
     if recal:  # the final evaluation normalises real images with real statistics (point 1)
       state = state.replace(batch_stats=t.recalibrate(state.params, state.batch_stats))
     ev = dict(t.evaluate(state.params, state.batch_stats), bn_recalibrated=recal)
+    if i == len(t.phases) - 1 and t.extra_evals:  # out-of-domain sets (Yu et al.), final only
+      ev["extra_eval"] = {k: f(state.params, state.batch_stats) for k, f in t.extra_evals.items()}
     t.recorder.write(t.offsets[i + 1], {f"eval/{k}": v for k, v in ev.items()
-                                        if k not in ("per_class", "bn_recalibrated")})
+                                        if k not in ("per_class", "bn_recalibrated", "extra_eval")})
     log.info("phase %d (%s): top-1 %.4f top-5 %.4f", i, t.phases[i].data, ev["top1"], ev["top5"])
     records.append(phase_record(t, i, ev))
     params, stats = state.params, state.batch_stats
   t.mngr.close()
   return record_results(t, records, ev, real.split.class_names, results_path)
+
+
+def _extra_evals(config, model, real, num_classes, dtype, norm, mesh) -> dict:
+  """config.extra_eval (registry names, e.g. imagenet_sketch, imagenet_r): each evaluated on
+  its own eval split with labels mapped into the training classes by name; a set covering a
+  subset (ImageNet-R: 200 of 1k) predicts among its classes only, the usual protocol."""
+  from synth_jax.data import pipeline, registry, sources
+  out = {}
+  for name in list(config.get("extra_eval", None) or ()):
+    spec = registry.get(name)
+    split = registry.load(name, spec.eval_split, data_dir=config.data_dir or "~/tensorflow_datasets")
+    lmap = sources.label_map(split.class_names, real.split.class_names, what=f"extra_eval {name!r}",
+                             normalize=True)
+    mask = np.zeros(num_classes, bool)
+    mask[lmap] = True
+    ds = pipeline.make_eval_dataset(split, config.eval_batch_size, augment=config.augment.to_dict(),
+                                    label_map=lmap, workers=config.workers)
+    step = steps_lib.make_eval_step(model, num_classes, dtype, norm=norm,
+                                    class_mask=None if mask.all() else mask)
+    out[name] = (lambda st, d: lambda p, s: loop.evaluate(st, p, s, d, mesh, num_classes))(step, ds)
+  return out
 
 
 def _input_norm(config):
@@ -364,14 +418,12 @@ def _recalibrator(config, phases, model, real, mesh, dtype):
     on = len(phases) > 1 and phases[-1].data == "real"
   if not on:
     return None
-  n = _size(real)
-  bs = min(int(config.batch_size), max(sharding.data_parallel_size(mesh),
-                                         n // sharding.data_parallel_size(mesh)
-                                         * sharding.data_parallel_size(mesh)))
-  batches = max(1, min(-(-n // bs), int(config.get("bn_recalibrate_images", 10000)) // bs))
-  kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=len(phases))
 
   def fn(params, stats):
+    n, dp = _size(real), sharding.data_parallel_size(mesh)
+    bs = min(int(config.batch_size), max(dp, n // dp * dp))
+    batches = max(1, min(-(-n // bs), int(config.get("bn_recalibrate_images", 10000)) // bs))
+    kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=len(phases))
     it = iter(pipeline.make_train_dataset(real, bs, int(config.seed), **kw))
     try:
       return bn_recalib.recalibrate(model, params, stats, it, mesh, batches, dtype, _norm_of(config))

@@ -69,10 +69,13 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
   return jax.jit(step, donate_argnums=(0,))
 
 
-def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None, norm=None):
+def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None, norm=None,
+                   class_mask=None):
   """A jitted (params, batch_stats, batch) -> per-example {top1, top5, label, mask}.
 
   Evaluation uses domain 0 ("real") statistics unless told otherwise (AuxBN evaluates on real).
+  `class_mask` (bool[num_classes]) restricts predictions to a subset of the classes, as
+  ImageNet-R's 200-class protocol does.
   """
   k = min(5, num_classes)
 
@@ -80,6 +83,8 @@ def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = Non
     logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
                             _images(batch, dtype, norm), train=False, domain=domain)
     labels = batch["label"]
+    if class_mask is not None:
+      logits = jnp.where(jnp.asarray(class_mask), logits, -jnp.inf)
     top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
     return {"top1": top[:, 0] == labels, "top5": jnp.any(top == labels[:, None], -1),
             "label": labels, "mask": batch["mask"],
