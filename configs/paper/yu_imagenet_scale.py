@@ -33,7 +33,8 @@ def get_config(arg=None):
       arg or "model=resnet50,dataset=imagenet",
       title="Yu et al., ImageNet + synthetic (paper: +1.20 to +2.35 top-1 with AuxBN, per-arch cells NOT FOUND)",
       axes=["model=resnet50,vit_b16,vit_l16", "method=vanilla,mix,auxbn", "scale=1,2,4,6", "seed=0"],
-      numbers={"method=auxbn,scale=6": "+1.20..+2.35 over real-only (architecture unmapped)"},
+      numbers={f"model={m},method=auxbn,scale=6": "+1.20..+2.35 over real-only (architecture unmapped)"
+               for m in ("resnet50", "vit_b16", "vit_l16")},
       synthetic="runs/synthetic/imagenet_{scale}x", workdir="runs/paper/yu_imagenet_scale")
   c.scale = 1
   c.extra_eval = ("imagenet_sketch", "imagenet_r")  # Yu's out-of-domain evaluation

@@ -82,8 +82,8 @@ def test_old_sun397_split_and_vit_auxbn_are_refused(tmp_path):
   from synth_jax.errors import DataError
   with pytest.raises(DataError, match="'validation', which its builder"):
     registry.check_split("sun397", "train+validation")  # the audit's split: tfds has no such
-  c = config_lib.load_config(os.path.join(PAPER, "yu_imagenet_scale.py"),
-                             [f"workdir={tmp_path}", "model=vit_b16", "method=auxbn"])
+  c = config_lib.load_config(os.path.join(PAPER, "yu_imagenet_scale.py") + ":model=vit_b16,"
+                             "dataset=imagenet", [f"workdir={tmp_path}", "method=auxbn"])
   c.auxbn_separate_affine = False
   with pytest.raises(ConfigError, match="would equal a 50/50 mix"):
     stage.resolve(c)
