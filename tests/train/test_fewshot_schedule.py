@@ -99,3 +99,19 @@ def test_digits_few_shot_default_schedule_trains(tmp_path):
     out[mode] = stage.train(c)
   assert out["old"]["steps"] == [1] and out["new"]["steps"] == [500]
   assert out["new"]["top1"] > 0.35 > out["old"]["top1"] + 0.1
+
+
+def test_extra_eval_subset_protocol_predicts_among_its_classes():
+  """ImageNet-R style: a set covering a subset of the classes is scored among those only."""
+  from synth_jax import models
+  from synth_jax.train import steps as steps_lib
+  model, params, stats = models.ResNetVariant("basic:1,1,1,1").init(
+      jax.random.PRNGKey(0), num_classes=10, image_size=16)
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (16, 16, 16, 3)))
+  batch = {"image": x, "label": np.full(16, 3, np.int32), "mask": np.ones(16, bool)}
+  mask = np.zeros(10, bool)
+  mask[3] = True
+  got = steps_lib.make_eval_step(model, 10, class_mask=mask)(params, stats, batch)
+  assert np.asarray(got["top1"]).all()  # the only allowed class is the label
+  full = steps_lib.make_eval_step(model, 10)(params, stats, batch)
+  assert not np.asarray(full["top1"]).all()
