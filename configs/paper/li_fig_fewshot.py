@@ -7,6 +7,12 @@ Shot counts, the sampling procedure and the number of seeds are NOT FOUND (one r
 by synth_jax.data.sources.few_shot_indices. The only number in the sources is a claim of "up to
 60%" improvement in 4-shot Cars (relative or absolute: NOT FOUND), noted on that cell; every other
 point is NOT FOUND (plot only). x axis of accuracy.png: shots.
+
+Schedule (OURS; the paper's is NOT FOUND): configs/train/base.py's few-shot rule trains every
+point to convergence: the batch is capped by the k*C real images, a phase trains at least
+phaseN.min_steps=500 steps (BiT-HyperRule's count for sets under 20k images), and after
+bridged++ the BN statistics are re-estimated on the real images before evaluation. Without it a
+1-shot pets phase 2 had 4 steps (issue 17).
 """
 from synth_jax.config import import_file
 

@@ -67,7 +67,9 @@ def get_config(arg=None):
   c.sd = ml_collections.ConfigDict(dict(styles=list(templates.DEFAULT_STYLES),
                                         template=templates.SD_TEMPLATE, from_llm=False, n=8,
                                         min_items=3))
-  c.dsi = ml_collections.ConfigDict(dict(token="<dsi>", template=templates.DSI_TEMPLATE))
+  # The one DSI token name: the same as configs/invert/base.py's `token`, so prompts written with
+  # the defaults use the token inversion learned (a mismatch stops `generate` before sampling).
+  c.dsi = ml_collections.ConfigDict(dict(token="<dataset-style>", template=templates.DSI_TEMPLATE))
   c.disambiguate = ml_collections.ConfigDict(dict(
       enabled=False, n=4, images_per_class=16, template="a photo of a {}.", clip=a.clip,
       model_name="", dtype="float32", batch_size=32))

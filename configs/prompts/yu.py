@@ -11,9 +11,9 @@ clip=/models/clip-vit-large-patch14 --config.llm.model=llama-3-8b-instruct \
 Sourced (facts.md 2.2, abstract level): class names are disambiguated with an LLM and CLIP; CD and
 SD prompts are produced by prompting an LLM; the generator is not fine-tuned. NOT FOUND (facts.md
 2.3), so OURS: the LLM, the CLIP, the prompts sent to the LLM, the scoring rule (candidate text
-vs the mean embedding of 16 real images), the number of contexts (8), the style list
-(templates.DEFAULT_STYLES; --config.sd.from_llm=true asks the LLM for 8 per class instead), and
-the equal CD:SD mix. Expected
+vs the mean embedding of 16 real images), the number of contexts (8), the number of styles the
+LLM writes per class (8; the paper's SD styles are LLM-prompted, so sd.from_llm is on here, and
+templates.DEFAULT_STYLES is only the fallback of configs/prompts/base.py), and the equal CD:SD mix. Expected
 output: one prompts.json with 8 CD + 16 SD prompts per class and each class's candidate
 meanings and CLIP scores; feed it to `synth-jax generate` (configs/generate/base.py:prompts=...).
 """
@@ -26,6 +26,7 @@ def get_config(arg=None):
   a = arg or ""
   c = base.get_config(a if "strategies=" in a else ",".join(x for x in (a, "strategies=cd+sd") if x))
   c.disambiguate.enabled = True
+  c.sd.from_llm = True  # facts.md 2.2: SD prompts are produced by prompting an LLM
   c.weights.cd = 1.0
   c.weights.sd = 1.0
   return c

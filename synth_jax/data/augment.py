@@ -3,7 +3,8 @@
   decode(data) -> PIL RGB image (gray, CMYK, palette, alpha all become RGB)
   train_image(img, rng, resolution, flip=True, color_jitter=0.0, randaugment=None) -> uint8 HWC
   eval_image(img, resolution, crop_pct=0.875) -> uint8 HWC  (resize shorter side, center crop)
-  normalize(uint8 HWC) -> float32 HWC with ImageNet mean/std
+  normalize(uint8 HWC, mean=None, std=None) -> float32 HWC (default: ImageNet mean/std; the
+      trainer passes the statistics its checkpoint expects, synth_jax.models.input_norm)
 
 `random_resized_crop_box` follows torchvision's `RandomResizedCrop.get_params` (scale 0.08..1,
 log-uniform ratio 3/4..4/3, 10 tries, then a center crop), so a crop box drawn here and passed to
@@ -192,8 +193,14 @@ _SCALE = (1.0 / STD).astype(np.float32)
 _SHIFT = (-MEAN / STD).astype(np.float32)
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-  """uint8 HWC -> float32 HWC, ImageNet mean/std (two passes: x * 1/std + (-mean/std))."""
-  out = np.multiply(image, _SCALE, dtype=np.float32)
-  out += _SHIFT
+def normalize(image: np.ndarray, mean=None, std=None) -> np.ndarray:
+  """uint8 HWC -> float32 HWC with `mean`/`std` in [0, 1] units (None: ImageNet's), in two
+  passes: x * 1/std + (-mean/std)."""
+  scale, shift = _SCALE, _SHIFT
+  if mean is not None or std is not None:
+    m = np.asarray(MEAN / 255 if mean is None else mean, np.float32) * 255
+    s = np.asarray(STD / 255 if std is None else std, np.float32) * 255
+    scale, shift = (1.0 / s).astype(np.float32), (-m / s).astype(np.float32)
+  out = np.multiply(image, scale, dtype=np.float32)
+  out += shift
   return out

@@ -16,10 +16,17 @@ import jax
 import jax.numpy as jnp
 
 
-def normalize_images(images, dtype=jnp.float32):
-  """uint8 NHWC (pipeline with augment uint8=True) -> ImageNet-normalized `dtype`, on device."""
-  mean = jnp.array([0.485, 0.456, 0.406], jnp.float32) * 255
-  std = jnp.array([0.229, 0.224, 0.225], jnp.float32) * 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(images, dtype=jnp.float32, mean=None, std=None):
+  """uint8 NHWC (pipeline with augment uint8=True) -> normalized `dtype`, on device.
+
+  `mean`/`std` in [0, 1] units are the statistics the weights were trained with (the trainer
+  passes the checkpoint's, synth_jax.models.input_norm); None means ImageNet's."""
+  mean = jnp.array(IMAGENET_MEAN if mean is None else mean, jnp.float32) * 255
+  std = jnp.array(IMAGENET_STD if std is None else std, jnp.float32) * 255
   return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
 

@@ -75,6 +75,8 @@ class AugmentConfig:
   crop_pct: float = 0.875                # eval: resize to resolution / crop_pct, center crop
   uint8: bool = False                    # yield raw uint8 pixels (4x less host work and IPC);
                                          # normalize on device with mixup.normalize_images
+  mean: Any = None                       # input normalisation in [0, 1] units (None: ImageNet);
+  std: Any = None                        # the trainer sets the checkpoint's (models.input_norm)
 
 
 def _dtype(cfg: AugmentConfig):
@@ -109,7 +111,7 @@ class _Load(grain.transforms.RandomMap):
                             c.randaugment_magnitude, scale=(c.min_scale, 1.0))
     else:
       img = aug.eval_image(data, c.resolution, c.crop_pct)
-    return img if c.uint8 else aug.normalize(img)
+    return img if c.uint8 else aug.normalize(img, c.mean, c.std)
 
   def random_map(self, element, rng: np.random.Generator):
     stream, pos = element

@@ -35,24 +35,39 @@ class DatasetSpec:
   num_classes: int
   manual: bool = False         # has a manual builder (synth_jax.data.manual)
   note: str = ""
+  # The splits the builder writes (from each tfds builder's _split_generators, read offline):
+  # a split expression naming another one fails only after the download, so it is checked first.
+  splits: tuple = ("train", "test")
 
 
 _SPECS = [
-    DatasetSpec("aircraft", None, "trainval", "test", 100, True, "FGVC-Aircraft variants"),
+    DatasetSpec("aircraft", None, "trainval", "test", 100, True, "FGVC-Aircraft variants",
+                ("train", "validation", "trainval", "test")),
     DatasetSpec("caltech101", "caltech101", "train", "test", 102, False,
                 "tfds: 30 train images per class; 102 = 101 + background"),
     DatasetSpec("cars", None, "train", "test", 196, True, "tfds cars196 download is dead"),
-    DatasetSpec("dtd", "dtd", "train+validation", "test", 47, False, "split 1"),
+    DatasetSpec("dtd", "dtd", "train+validation", "test", 47, False, "split 1",
+                ("train", "validation", "test")),
     DatasetSpec("dogs", "stanford_dogs", "train", "test", 120),
-    DatasetSpec("flowers", "oxford_flowers102", "train+validation", "test", 102),
-    DatasetSpec("food101", "food101", "train", "validation", 101),
+    DatasetSpec("flowers", "oxford_flowers102", "train+validation", "test", 102, False, "",
+                ("train", "validation", "test")),
+    DatasetSpec("food101", "food101", "train", "validation", 101, False, "",
+                ("train", "validation")),
     DatasetSpec("pets", "oxford_iiit_pet", "train", "test", 37, True),
-    DatasetSpec("sun397", "sun397/standard-part1-120k", "train+validation", "test", 397, False,
+    # tfds' standard-partN configs write only train and test (Training_01.txt / Testing_01.txt);
+    # "validation" exists only in the random "tfds" config.
+    DatasetSpec("sun397", "sun397/standard-part1-120k", "train", "test", 397, False,
                 "partition 1"),
     DatasetSpec("cifar10", "cifar10", "train", "test", 10, False, "extra"),
     DatasetSpec("cifar100", "cifar100", "train", "test", 100, False, "extra"),
     DatasetSpec("imagenet", "imagenet2012", "train", "validation", 1000, False,
-                "extra; tfds needs the ILSVRC2012 tars in manual_dir"),
+                "extra; tfds needs the ILSVRC2012 tars in manual_dir",
+                ("train", "validation", "test")),
+    # Yu et al.'s out-of-domain evaluation sets (ImageNet-1k label space, test split only).
+    DatasetSpec("imagenet_sketch", "imagenet_sketch", "test", "test", 1000, False,
+                "eval only: ImageNet-Sketch", ("test",)),
+    DatasetSpec("imagenet_r", "imagenet_r", "test", "test", 200, False,
+                "eval only: ImageNet-Rendition, 200 of the 1k classes", ("test",)),
     DatasetSpec("digits", None, "train", "test", 10, False,
                 "extra, for demos and tests: scikit-learn digits, written locally"),
 ]
@@ -66,6 +81,17 @@ def get(name: str) -> DatasetSpec:
     raise DataError(f"dataset {name!r} is not in the registry; {hint} (or pass a dataset "
                     "directory written by `synth-jax data import`)")
   return REGISTRY[name]
+
+
+def check_split(name: str, split: str) -> None:
+  """A split expression ("train", "train+validation", "train[:10%]") must name splits the
+  builder writes; else a one-line DataError before anything is downloaded."""
+  spec = get(name)
+  for part in split.split("+"):
+    base = part.split("[", 1)[0].strip()
+    if base not in spec.splits:
+      raise DataError(f"split {split!r} of {name!r} names {base!r}, which its builder "
+                      f"({spec.tfds_name or 'manual'}) does not write; use one of {spec.splits}")
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str | None:
@@ -99,6 +125,7 @@ def load(name: str, split: str | None = None, data_dir: str = "~/tensorflow_data
   """One split (default: the spec's train split) of a registered dataset, prepared if needed."""
   spec = get(name)
   split = split or spec.train_split
+  check_split(name, split)
   dataset_dir = prepare(name, data_dir, manual_dir)
   if dataset_dir is not None:
     if split not in ("train", "test", "validation", "trainval") and "+" not in split:

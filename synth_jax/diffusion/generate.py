@@ -125,12 +125,13 @@ def load_classes(config) -> ClassList:
   if not names:
     raise ConfigError("no classes: pass --config.prompts_path=prompts.json or "
                       "--config.class_names=classes.txt (one per line)")
+  from synth_jax.prompts import templates  # readable words for ids ("n01440764" -> "tench")
   template = str(config.template)
   if "{}" not in template:
     raise ConfigError(f"template={template!r} has no '{{}}' for the class name; "
                       "e.g. 'a photo of a {}'")
   try:
-    prompts = [template.format(n.replace("_", " ")) for n in names]
+    prompts = [template.format(templates.readable(n)) for n in names]
   except (IndexError, KeyError, ValueError):
     raise ConfigError(f"template={template!r} must hold exactly one '{{}}' (use '{{{{' and '}}}}' "
                       "for literal braces); e.g. 'a photo of a {}'") from None
@@ -296,7 +297,12 @@ def generate(config, sampler_factory: Callable[[Any], Any] | None = None) -> str
   log.info("generate: %d images in %d shards (%d to write here), %d classes", len(items),
            num_shards, len(todo), len(class_list.names))
   sampler = (sampler_factory or _default_sampler)(config) if todo else None
-  finish.write_plan(workdir, plan)  # after the model accepted the settings
+  tokenizer = getattr(getattr(sampler, "pipe", None), "tokenizer", None)
+  if tokenizer is not None:  # before any image: a DSI token that does nothing is an error
+    from synth_jax.diffusion import token_check
+    token_check.check_prompt_tokens([it["prompt"] for it in items], tokenizer,
+                                    token_check.loaded_tokens(config.get("style_token_path") or ""))
+  finish.write_plan(workdir, plan)  # after the model and its tokenizer accepted the settings
   if todo:
     from concurrent.futures import ThreadPoolExecutor
     bar = runs.progress(total=total, initial=done_images, desc="generate", unit="img")

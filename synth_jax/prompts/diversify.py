@@ -1,6 +1,6 @@
 """A class's prompt list (template / cd / sd / dsi) and the deterministic per-image draw from it.
 
-  prompts = class_prompts(name, strategies, contexts=[...], styles=DEFAULT_STYLES, token="<dsi>")
+  prompts = class_prompts(name, strategies, contexts=[...], styles=DEFAULT_STYLES, token="<dataset-style>")
   p = pick_prompt(entry, seed, class_id, index, weights={"cd": 1, "sd": 1})   # {"text", "kind", ...}
 
 Contextualized (CD) and stylized (SD) diversification follow Yu et al.; their exact procedure is

@@ -2,7 +2,7 @@
 
   template_prompts("boeing 747", family="simple", dataset="aircraft")
     -> ["a photo of a boeing 747, a type of aircraft."]
-  dsi_prompt("boeing 747", "<dsi>") -> "a boeing 747 photo in the style of <dsi>"
+  dsi_prompt("boeing 747", "<dataset-style>") -> "a boeing 747 photo in the style of <dataset-style>"
 
 Sourced wordings (facts.md 1.3): Li et al.'s single template "A good photo of the {class}" (family
 "li") and their DSI prompt "A {C_i} photo in the style of S*". Everything else here is OURS: the
@@ -61,8 +61,10 @@ DSI_TEMPLATE = "a {name} photo in the style of {token}"  # Li et al. (facts.md 1
 
 
 def readable(name: str) -> str:
-  """A class label as words: "golden_retriever" -> "golden retriever"."""
-  return " ".join(str(name).replace("_", " ").split())
+  """A class label as words: "golden_retriever" -> "golden retriever", "n01440764" -> "tench",
+  "n02085620-chihuahua" -> "chihuahua", "/a/abbey" -> "abbey" (synth_jax.prompts.readable)."""
+  from synth_jax.prompts import readable as readable_lib
+  return readable_lib.readable(name)
 
 
 def _check(template: str, fields: Sequence[str], what: str, example: str) -> None:
@@ -107,5 +109,5 @@ def dsi_prompt(name: str, token: str, template: str = DSI_TEMPLATE) -> str:
   _check(template, ("name", "token"), "dsi_template", DSI_TEMPLATE)
   if not token:
     raise ConfigError("dsi.token is empty; pass the token `synth-jax invert` learned, e.g. "
-                      "--config.dsi.token='<dsi>'")
+                      "--config.dsi.token='<dataset-style>'")
   return template.format(name=name, token=token)

@@ -62,6 +62,33 @@ def plan(config) -> list[Phase]:
           Phase("real", "phase2", alpha("phase2", 0.0), reinit)]
 
 
+def resolve(config) -> dict:
+  """What one point would run, from its config alone (no data, weights or device is touched):
+  the plan, splits the builder writes, the model and AuxBN settings, the init and its input
+  normalisation. `sweep --print-only` calls it on every point; a bad point is a one-line error."""
+  from synth_jax.data import registry
+  from synth_jax.models import input_norm
+  phases = plan(config)
+  train_split, test_split = splits(config)
+  spec = _registry_spec(config)
+  if spec is not None:
+    registry.check_split(spec.name, train_split)
+    registry.check_split(spec.name, test_split)
+  for name in list(config.get("extra_eval", None) or ()):
+    registry.check_split(name, registry.get(name).eval_split)
+  domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
+  state_lib.model_variant(config, domains)
+  if not str(config.get("init") or ""):
+    state_lib.check_init(config)  # the empty-init error
+  if any(p.data != "real" for p in phases) and not config.synthetic:
+    raise ConfigError(f"method {config.method!r} needs synthetic images; pass --config.synthetic=DIR")
+  norm = input_norm.for_checkpoint(str(config.init), config.init_format, config.model)
+  return {"phases": [p.data for p in phases], "splits": [train_split, test_split],
+          "init": str(config.init), "init_format": config.init_format,
+          "input_norm": norm.to_dict(), "synthetic": config.synthetic if len(phases) > 1 or
+          phases[0].data != "real" else ""}
+
+
 def _registry_spec(config):
   """The registry entry of config.dataset, or None when it is a dataset directory."""
   from synth_jax.data import registry
@@ -116,16 +143,21 @@ def open_data(config, needs_synthetic: bool):
                         "--config.synthetic=DIR (the generate stage's dataset)")
     syn = synthetic.open_synthetic(config.synthetic, real.class_names)
     if config.volume and config.volume > 0:
+      counts = np.bincount(syn.split.labels(), minlength=len(syn.split.class_names))
+      if counts.min() < config.volume:  # a volume axis silently capped would plot a wrong x
+        raise ConfigError(f"config.volume={config.volume} but {config.synthetic!r} has only "
+                          f"{int(counts.min())} images of class {int(counts.argmin())}; generate "
+                          "more per class or lower volume")
       syn = dataclasses.replace(syn, indices=sources.few_shot_indices(
           syn.split.labels(), config.volume, config.seed, stream="synthetic_volume"))
   return real_stream, syn, test
 
 
-def phase_dataset(config, phase: Phase, index: int, real, syn):
-  """(grain IterDataset, examples per epoch) for one phase."""
+def phase_dataset(config, phase: Phase, index: int, real, syn, batch_size: int | None = None):
+  """(grain IterDataset, examples per epoch) for one phase (`batch_size`: its capped batch)."""
   from synth_jax.data import pipeline
   kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=index)
-  bs, seed = config.batch_size, int(config.seed)
+  bs, seed = batch_size or config.batch_size, int(config.seed)
   if phase.data == "real":
     return pipeline.make_train_dataset(real, bs, seed, **kw), _size(real)
   if phase.data == "synthetic":
@@ -140,9 +172,23 @@ def phase_dataset(config, phase: Phase, index: int, real, syn):
 
 
 def phase_steps(phase_cfg, examples_per_epoch: int, batch_size: int) -> int:
-  """Steps of one phase (`config.steps_from`'s rule: steps, else examples, else epochs)."""
+  """Steps of one phase (`config.steps_from`'s rule: steps, else examples, else epochs); the
+  trainer itself uses synth_jax.train.schedule (real-image epochs, step floor, batch cap)."""
   return steps_from(phase_cfg, examples_per_epoch=examples_per_epoch, batch_size=batch_size,
                     what="a training phase (phaseN.steps, phaseN.examples or phaseN.epochs)")
+
+
+def phase_sizes(config, phases, real, syn, mesh) -> tuple[list[int], list[int]]:
+  """(batch size, steps) per phase under synth_jax.train.schedule's rules."""
+  from synth_jax.train import schedule
+  sizes = {"real": _size(real), "synthetic": _size(syn) if syn is not None else 0}
+  batches, counts = [], []
+  for p in phases:
+    n = sizes.get(p.data, sizes["real"])  # mix and paired: epochs over the real images
+    bs = schedule.phase_batch(config, p.data, n, sharding.data_parallel_size(mesh))
+    batches.append(bs)
+    counts.append(schedule.phase_steps(config, config[p.config_key], p.data, n, bs))
+  return batches, counts
 
 
 def _size(stream) -> int:
@@ -164,6 +210,9 @@ class Trainer:
   mngr: Any                 # orbax CheckpointManager
   recorder: loop.Recorder
   evaluate: Callable        # (params, batch_stats) -> metrics
+  batches: list = dataclasses.field(default_factory=list)  # batch size per phase (schedule.py)
+  recalibrate: Callable | None = None  # (params, batch_stats) -> batch_stats on real images
+  extra_evals: dict = dataclasses.field(default_factory=dict)  # name -> (params, stats) -> metrics
 
   @property
   def offsets(self) -> list[int]:
@@ -209,11 +258,11 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
       state = state.replace(params=jax.device_put(head, t.shardings))
     run = loop.PhaseRun(
         index=i, name=phase.data, steps=t.counts[i], offset=t.offsets[i],
-        batch_size=config.batch_size,
+        batch_size=t.batches[i] if t.batches else config.batch_size,
         train_step=steps_lib.make_train_step(
             t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
             cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
-            label_smoothing=config.label_smoothing, dtype=t.dtype,
+            label_smoothing=config.label_smoothing, dtype=t.dtype, norm=_norm_of(config),
             domain=_domain(config) if phase.data == "paired" else None,
             state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh)),
         rng=streams.key(config.seed, "train_step", i),
@@ -227,8 +276,13 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
 
 
 def phase_record(t: Trainer, i: int, ev: dict) -> dict:
+  from synth_jax.train import schedule
   phase = t.phases[i]
-  return {"phase": i, "data": phase.data, "steps": int(t.counts[i]),
+  bs = t.batches[i] if t.batches else t.config.batch_size
+  # images_seen makes the methods' real-image budgets comparable in results.json (point 9).
+  return {"phase": i, "data": phase.data, "steps": int(t.counts[i]), "batch_size": int(bs),
+          "images_seen": schedule.images_seen(t.config, phase.data, int(t.counts[i]), bs),
+          "bn_recalibrated": bool(ev.get("bn_recalibrated", False)),
           "mixup_alpha": phase.mixup_alpha, "reinit_head": phase.reinit_head,
           **{k: ev[k] for k in ("top1", "top5", "mean_per_class")}}
 
@@ -239,6 +293,10 @@ def record_results(t: Trainer, records: list, ev: dict, class_names, path: str) 
   results = {"method": config.method, "dataset": config.dataset, "seed": config.seed,
              "shots": config.shots, "volume": config.volume, "model": config.model,
              "num_classes": t.num_classes, "steps": t.counts, "phases": records,
+             "extra_eval": {k: {m: v[m] for m in ("top1", "top5", "mean_per_class", "num_examples")}
+                            for k, v in ev.get("extra_eval", {}).items()},
+             "input_norm": {"mean": list(config.augment.mean), "std": list(config.augment.std),
+                            "source": config.get("input_norm_source", "")},
              "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
              "per_class": dict(zip(class_names, ev["per_class"])),
              "config": to_dict(config)}
@@ -259,13 +317,14 @@ def build(config, workdir: str):
   domains = ("real", "synthetic") if config.method == "auxbn" else ("real",)
   place = lambda tree: sharding.logical_shardings(tree, mesh, fsdp=config.fsdp)  # noqa: E731
   model, params, stats = state_lib.build_model(config, num_classes, domains, place=place)
+  norm = _input_norm(config)
   dtype = jnp.bfloat16 if config.bf16 else jnp.float32
-  datasets = [phase_dataset(config, p, i, real, syn) for i, p in enumerate(phases)]
-  counts = [phase_steps(config[p.config_key], n, config.batch_size)
-            for p, (_, n) in zip(phases, datasets)]
+  batches, counts = phase_sizes(config, phases, real, syn, mesh)
+  datasets = [phase_dataset(config, p, i, real, syn, bs)
+              for i, (p, bs) in enumerate(zip(phases, batches))]
   eval_ds = pipeline.make_eval_dataset(test, config.eval_batch_size,
                                        augment=config.augment.to_dict(), workers=config.workers)
-  eval_step = steps_lib.make_eval_step(model, num_classes, dtype)
+  eval_step = steps_lib.make_eval_step(model, num_classes, dtype, norm=norm)
   shardings = place(params)
   params = jax.device_put(params, shardings)
   stats = jax.device_put(stats, sharding.replicated(mesh))
@@ -273,7 +332,9 @@ def build(config, workdir: str):
               num_classes=num_classes, dtype=dtype, mesh=mesh, shardings=shardings,
               mngr=loop.checkpoint_manager(workdir, config.keep_checkpoints),
               recorder=loop.Recorder(workdir, config.tensorboard),
-              evaluate=lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes))
+              evaluate=lambda p, s: loop.evaluate(eval_step, p, s, eval_ds, mesh, num_classes),
+              batches=batches, recalibrate=_recalibrator(config, phases, model, real, mesh, dtype),
+              extra_evals=_extra_evals(config, model, real, num_classes, dtype, norm, mesh))
   return t, real, params, stats
 
 
@@ -294,13 +355,83 @@ def train(config: ConfigDict) -> dict:
     state = run_phase(t, i, params, stats, start if i == start.phase and start.step is not None
                       else None, records)
     faults.point("phase_end")  # the phase's final checkpoint exists, its evaluation does not
-    ev = t.evaluate(state.params, state.batch_stats)
-    t.recorder.write(t.offsets[i + 1], {f"eval/{k}": v for k, v in ev.items() if k != "per_class"})
+    recal = t.recalibrate is not None and i == len(t.phases) - 1
+    if recal:  # the final evaluation normalises real images with real statistics (point 1)
+      state = state.replace(batch_stats=t.recalibrate(state.params, state.batch_stats))
+    ev = dict(t.evaluate(state.params, state.batch_stats), bn_recalibrated=recal)
+    if i == len(t.phases) - 1 and t.extra_evals:  # out-of-domain sets (Yu et al.), final only
+      ev["extra_eval"] = {k: f(state.params, state.batch_stats) for k, f in t.extra_evals.items()}
+    t.recorder.write(t.offsets[i + 1], {f"eval/{k}": v for k, v in ev.items()
+                                        if k not in ("per_class", "bn_recalibrated", "extra_eval")})
     log.info("phase %d (%s): top-1 %.4f top-5 %.4f", i, t.phases[i].data, ev["top1"], ev["top5"])
     records.append(phase_record(t, i, ev))
     params, stats = state.params, state.batch_stats
   t.mngr.close()
   return record_results(t, records, ev, real.split.class_names, results_path)
+
+
+def _extra_evals(config, model, real, num_classes, dtype, norm, mesh) -> dict:
+  """config.extra_eval (registry names, e.g. imagenet_sketch, imagenet_r): each evaluated on
+  its own eval split with labels mapped into the training classes by name; a set covering a
+  subset (ImageNet-R: 200 of 1k) predicts among its classes only, the usual protocol."""
+  from synth_jax.data import pipeline, registry, sources
+  out = {}
+  for name in list(config.get("extra_eval", None) or ()):
+    spec = registry.get(name)
+    split = registry.load(name, spec.eval_split, data_dir=config.data_dir or "~/tensorflow_datasets")
+    lmap = sources.label_map(split.class_names, real.split.class_names, what=f"extra_eval {name!r}",
+                             normalize=True)
+    mask = np.zeros(num_classes, bool)
+    mask[lmap] = True
+    ds = pipeline.make_eval_dataset(split, config.eval_batch_size, augment=config.augment.to_dict(),
+                                    label_map=lmap, workers=config.workers)
+    step = steps_lib.make_eval_step(model, num_classes, dtype, norm=norm,
+                                    class_mask=None if mask.all() else mask)
+    out[name] = (lambda st, d: lambda p, s: loop.evaluate(st, p, s, d, mesh, num_classes))(step, ds)
+  return out
+
+
+def _input_norm(config):
+  """Sets config.augment.mean/std to the checkpoint's (models.input_norm) unless both are set;
+  the pipelines (host normalisation) and train/eval steps (uint8 on device) then use them."""
+  from synth_jax.models import input_norm
+  if config.augment.get("mean") is not None and config.augment.get("std") is not None:
+    config.input_norm_source = "config.augment.mean/std"
+  else:
+    n = input_norm.for_checkpoint(str(config.init), config.init_format, config.model)
+    config.augment.mean, config.augment.std = list(n.mean), list(n.std)
+    config.input_norm_source = n.source
+  return _norm_of(config)
+
+
+def _norm_of(config):
+  return tuple(config.augment.mean), tuple(config.augment.std)
+
+
+def _recalibrator(config, phases, model, real, mesh, dtype):
+  """(params, stats) -> stats re-estimated on real training images, or None when off.
+
+  config.bn_recalibrate None = the method's default: on when a real phase follows a synthetic
+  one (bridged*), so the final BN statistics are real-domain; off for single-phase methods."""
+  from synth_jax.data import pipeline
+  from synth_jax.train import bn_recalib
+  on = config.get("bn_recalibrate", None)
+  if on is None:
+    on = len(phases) > 1 and phases[-1].data == "real"
+  if not on:
+    return None
+
+  def fn(params, stats):
+    n, dp = _size(real), sharding.data_parallel_size(mesh)
+    bs = min(int(config.batch_size), max(dp, n // dp * dp))
+    batches = max(1, min(-(-n // bs), int(config.get("bn_recalibrate_images", 10000)) // bs))
+    kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=len(phases))
+    it = iter(pipeline.make_train_dataset(real, bs, int(config.seed), **kw))
+    try:
+      return bn_recalib.recalibrate(model, params, stats, it, mesh, batches, dtype, _norm_of(config))
+    finally:
+      _close(it)
+  return fn
 
 
 def _domain(config) -> tuple[int, int]:

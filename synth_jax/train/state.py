@@ -80,13 +80,9 @@ def check_init(config) -> None:
                       "checkpoint file/folder, or --config.init=scratch for random weights")
 
 
-def build_model(config, num_classes: int, domains=("real",), place=None):
-  """config.model (+ config.init weights) -> (model, params, batch_stats).
-
-  `place` (abstract variables -> shardings) makes a random init come out already sharded.
-  """
+def model_variant(config, domains=("real",)):
+  """(variant, constructor kwargs) of config.model; checks the AuxBN settings (no file read)."""
   from synth_jax import models
-  check_init(config)
   kw = {"dtype": jnp.bfloat16} if config.bf16 else {}
   name = config.model
   if name.startswith("resnet:"):  # custom stage sizes, e.g. resnet:basic:1,1,1,1 (tests, smoke)
@@ -97,6 +93,25 @@ def build_model(config, num_classes: int, domains=("real",), place=None):
   else:
     raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_s16, "
                       "vit_b16, vit_b32, vit_l16 or resnet:basic:1,1,1,1")
+  if len(domains) > 1:  # AuxBN: per-domain statistics, and per-domain affine when asked
+    kw["separate_affine"] = bool(config.get("auxbn_separate_affine", False))
+    if isinstance(variant, models.ViTVariant) and not kw["separate_affine"]:
+      # LayerNorm has no running statistics: without per-domain affine both domains share every
+      # parameter and "auxbn" on a ViT is silently plain 50/50 mixing (paper B is silent here).
+      raise ConfigError(f"method auxbn on {name} (a ViT, LayerNorm only) would equal a 50/50 mix; "
+                        "pass --config.auxbn_separate_affine=true for per-domain LayerNorm affine "
+                        "(ours; facts.md 2.3), or use method=mix")
+  return variant, kw
+
+
+def build_model(config, num_classes: int, domains=("real",), place=None):
+  """config.model (+ config.init weights) -> (model, params, batch_stats).
+
+  `place` (abstract variables -> shardings) makes a random init come out already sharded.
+  """
+  check_init(config)
+  variant, kw = model_variant(config, domains)
+  name = config.model
   if config.init == SCRATCH:
     rng = streams.key(config.seed, "model_init")
     return variant.init(rng, num_classes=num_classes, domains=domains,

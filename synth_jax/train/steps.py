@@ -20,29 +20,31 @@ from synth_jax.data import mixup as mixup_lib
 from synth_jax.train.state import TrainState
 
 
-def _images(batch, dtype):
+def _images(batch, dtype, norm=None):
+  """`norm`: (mean, std) of the weights (models.input_norm) or None for ImageNet's."""
   images = batch["image"]
   if images.dtype == jnp.uint8:  # pipeline ran with augment uint8=True: normalize on device
-    return mixup_lib.normalize_images(images, dtype)
+    return mixup_lib.normalize_images(images, dtype, *(norm or (None, None)))
   return images.astype(dtype)
 
 
 def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
                     cutmix_alpha: float = 0.0, label_smoothing: float = 0.0,
-                    domain: Any = None, dtype=jnp.float32, state_shardings: Any = None,
-                    metrics_sharding: Any = None):
+                    domain: Any = None, dtype=jnp.float32, norm=None,
+                    state_shardings: Any = None, metrics_sharding: Any = None):
   """A jitted (state, batch, rng) -> (state, metrics) with the state donated.
 
   With `state_shardings` (a TrainState of NamedShardings) the new state is pinned to the old
   one's placement, so a step never gathers a sharded parameter onto one device.
 
   Args:
+    norm: (mean, std) the weights expect for uint8 batches (None: ImageNet's).
     domain: the model's BN routing (None, an int, or static (n_real, n_syn) split sizes).
     mixup_alpha/cutmix_alpha: > 0 turns the regularizer on (soft targets).
   """
   def step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    images = _images(batch, dtype)
+    images = _images(batch, dtype, norm)
     labels = batch["label"]
     if mixup_alpha > 0 or cutmix_alpha > 0:
       images, targets = mixup_lib.mix_batch(rng, images, labels, num_classes, mixup_alpha,
@@ -73,17 +75,22 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
   return jax.jit(step, donate_argnums=(0,), out_shardings=(state_shardings, metrics_sharding))
 
 
-def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None):
+def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = None, norm=None,
+                   class_mask=None):
   """A jitted (params, batch_stats, batch) -> per-example {top1, top5, label, mask}.
 
   Evaluation uses domain 0 ("real") statistics unless told otherwise (AuxBN evaluates on real).
+  `class_mask` (bool[num_classes]) restricts predictions to a subset of the classes, as
+  ImageNet-R's 200-class protocol does.
   """
   k = min(5, num_classes)
 
   def step(params, batch_stats, batch):
     logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
-                            _images(batch, dtype), train=False, domain=domain)
+                            _images(batch, dtype, norm), train=False, domain=domain)
     labels = batch["label"]
+    if class_mask is not None:
+      logits = jnp.where(jnp.asarray(class_mask), logits, -jnp.inf)
     top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
     return {"top1": top[:, 0] == labels, "top5": jnp.any(top == labels[:, None], -1),
             "label": labels, "mask": batch["mask"],

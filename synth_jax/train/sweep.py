@@ -191,6 +191,12 @@ def sweep(config, sweeps: Sequence[str] = (), print_only: bool = False,
   root = runs.workdir(config)
   log.info("sweep: %d points under %s", len(grid), root)
   if print_only:
+    from synth_jax.train import stage  # every point resolves before any line is printed
+    for point, cfg in grid:
+      try:
+        stage.resolve(cfg)
+      except SynthJaxError as e:
+        raise type(e)(f"sweep point {point_name(point)}: {e}") from None
     for _, cfg in grid:
       print(launch_line(cfg), flush=True)
     return {"points": [], "failed": []}

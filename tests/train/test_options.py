@@ -43,6 +43,7 @@ def test_adamw_label_smoothing_shots_eval_every_and_metrics(data, tmp_path):
                             label_smoothing=0.2, weight_decay=0.05, shots=3, eval_every=2,
                             checkpoint_every=1)
   cfg.phase2.steps, cfg.phase2.epochs, cfg.phase2.warmup_fraction = None, 2, 0.0
+  cfg.phase2.min_steps = 0  # the epochs arithmetic itself (the floor: test_fewshot_schedule.py)
   result = runs.run_stage("train", stage.train, cfg)
 
   # Few-shot: 3 images per class -> 30 examples per epoch; 2 epochs at batch 16 = round(3.75).

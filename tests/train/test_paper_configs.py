@@ -53,6 +53,6 @@ def test_registry_splits_reach_the_trainer():
     got[name] = stage.splits(c)
   assert got == {"food101": ("train", "validation"), "aircraft": ("trainval", "test"),
                  "dtd": ("train+validation", "test"), "flowers": ("train+validation", "test"),
-                 "sun397": ("train+validation", "test"), "cars": ("train", "test")}
+                 "sun397": ("train", "test"), "cars": ("train", "test")}
   c.train_split, c.test_split = "train", "validation"  # explicit splits still win
   assert stage.splits(c) == ("train", "validation")

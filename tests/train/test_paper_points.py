@@ -56,3 +56,50 @@ def test_default_templates_are_li_single_template():
                                 extra_templates=[], dataset="aircraft")
   assert [x["text"] for x in got] == ["a good photo of the boeing 747."]  # no CLIP suffix
   assert "a good photo of" in open(os.path.join(PAPER, "li_table_main.py")).read()
+
+
+# ---- done-when: every paper point resolves without training --------------------------------------
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(PAPER) if f.endswith(".py")
+                                        and f != "common.py"))
+def test_every_paper_point_resolves(name, tmp_path, capsys):
+  from synth_jax.data import registry
+  c = config_lib.load_config(os.path.join(PAPER, name), [f"workdir={tmp_path}"])
+  grid = sweep_lib.points(c, sweep_lib.parse_axes(c.sweep_axes))
+  for point, cfg in grid:
+    r = stage.resolve(cfg)
+    train_split, test_split = r["splits"]
+    assert all(s in registry.get(cfg.dataset).splits for s in train_split.split("+")), (name, point)
+    want = (0.5,) * 3 if cfg.model.startswith("vit") else (0.485, 0.456, 0.406)
+    assert tuple(r["input_norm"]["mean"]) == want, (name, point, r["input_norm"])
+    if r["synthetic"]:
+      assert cfg.synthetic.startswith("runs/synthetic/") and "{" not in cfg.synthetic
+  sweep_lib.sweep(c, print_only=True)
+  assert len(capsys.readouterr().out.strip().splitlines()) == len(grid)
+
+
+def test_old_sun397_split_and_vit_auxbn_are_refused(tmp_path):
+  from synth_jax.data import registry
+  from synth_jax.errors import DataError
+  with pytest.raises(DataError, match="'validation', which its builder"):
+    registry.check_split("sun397", "train+validation")  # the audit's split: tfds has no such
+  c = config_lib.load_config(os.path.join(PAPER, "yu_imagenet_scale.py") + ":model=vit_b16,"
+                             "dataset=imagenet", [f"workdir={tmp_path}", "method=auxbn"])
+  c.auxbn_separate_affine = False
+  with pytest.raises(ConfigError, match="would equal a 50/50 mix"):
+    stage.resolve(c)
+  c.auxbn_separate_affine = True
+  assert stage.resolve(c)["input_norm"]["mean"] == [0.5] * 3
+
+
+def test_paper_grids_match_the_papers(tmp_path):
+  load = lambda n: config_lib.load_config(os.path.join(PAPER, n), [f"workdir={tmp_path}"])  # noqa
+  vol = dict(sweep_lib.parse_axes(load("li_fig_volume.py").sweep_axes))
+  assert vol["dataset"] == ["aircraft", "cars", "food101"]
+  assert [int(v) for v in vol["volume"]] == [500, 1000, 1500, 2000, 2500, 3000]
+  arch = load("li_fig_arch.py")
+  assert arch.volume == 2500 and arch.synthetic.endswith("_dsi_2.5k")
+  yu = load("yu_imagenet_scale.py")
+  assert set(dict(sweep_lib.parse_axes(yu.sweep_axes))["model"]) >= {"resnet50", "vit_b16"}
+  assert tuple(yu.extra_eval) == ("imagenet_sketch", "imagenet_r")
+  p = config_lib.load_config(os.path.join(PAPER, "..", "prompts", "yu.py"))
+  assert p.sd.from_llm and "sd" in p.strategies

@@ -101,7 +101,9 @@ def test_paper_numbers_beside_cells_and_failed_points(tmp_path):
 
 def test_print_only_lines_load_the_exact_point_config(tmp_path, capsys):
   calls = []
-  sweep_lib.sweep(_config(tmp_path), ["method=vanilla,bridged++", "phase2.learning_rate=0.5"], print_only=True,
+  c = _config(tmp_path)
+  c.dataset, c.init = "digits", "scratch"  # --print-only resolves each point first
+  sweep_lib.sweep(c, ["method=vanilla,bridged++", "phase2.learning_rate=0.5"], print_only=True,
                   train_fn=_fake_train(calls))
   lines = capsys.readouterr().out.strip().splitlines()
   assert calls == [] and len(lines) == 2
