@@ -143,6 +143,8 @@ def load_classes(config) -> ClassList:
 
 def _from_prompts_json(path: str) -> ClassList:
   from synth_jax.prompts import artifact
+  if os.path.isdir(path):
+    raise ConfigError(f"prompts_path={path!r} is a folder; pass the prompts.json file in it")
   if not os.path.isfile(path):
     raise ConfigError(f"prompts_path={path!r} does not exist; run `synth-jax prompts` first or "
                       "pass --config.prompts_path=''")
