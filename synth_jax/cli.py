@@ -152,8 +152,12 @@ def _os_error_line(e: OSError) -> str:
   where = f" writing {e.filename!r}" if e.filename else ""
   if e.errno == errno.ENOSPC:
     return f"disk full{where}; free space or point --config.workdir elsewhere, then rerun to resume"
+  where = f": {e.filename!r}" if e.filename else ""  # an input or an output: do not guess which
   if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-    return f"{e.strerror}{where}; pass a writable --config.workdir"
+    return (f"{e.strerror}{where}; make an input readable, or pass a writable --config.workdir "
+            "for outputs")
+  if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOENT):
+    return f"{e.strerror}{where}; check the paths given in the config"
   return f"{e.strerror or e}{where}; finished outputs are kept, rerun to resume"
 
 

@@ -90,10 +90,15 @@ def scan_csv(csv_path: str, root: str | None = None) -> tuple[dict[str, list], l
   if not os.path.isfile(csv_path):
     raise DataError(f"CSV {csv_path!r} does not exist; pass a file of path,label rows")
   root = os.path.abspath(os.path.expanduser(root)) if root else os.path.dirname(csv_path)
-  with open(csv_path, newline="") as f:
-    rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+  try:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+      rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise DataError(f"CSV {csv_path!r} is not a UTF-8 text CSV ({e}); write path,label rows") from None
   if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
     rows = rows[1:]
+  if not rows:
+    raise DataError(f"CSV {csv_path!r} has no rows; write one path,label row per image")
   bad = [i + 1 for i, r in enumerate(rows) if len(r) < 2]
   if bad:
     raise DataError(f"CSV {csv_path!r} rows {bad[:10]} have fewer than 2 columns; write path,label")
@@ -104,6 +109,11 @@ def scan_csv(csv_path: str, root: str | None = None) -> tuple[dict[str, list], l
   else:
     names = sorted(set(labels))
     ids = [names.index(lbl) for lbl in labels]
+  missing = [r[0].strip() for r in rows if not os.path.isfile(os.path.join(root, r[0].strip()))]
+  if missing:
+    raise DataError(f"CSV {csv_path!r} names {len(missing)} file(s) that do not exist (first: "
+                    f"{missing[0]!r}, relative to {root!r}); fix the paths or pass "
+                    "--config.data.csv_root=FOLDER")
   splits: dict[str, list] = {}
   for r, label in zip(rows, ids):
     split = SPLIT_DIRS.get(r[2].strip().lower(), "train") if len(r) > 2 else "train"

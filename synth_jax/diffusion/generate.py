@@ -144,10 +144,21 @@ def load_classes(config) -> ClassList:
 
 def _from_prompts_json(path: str) -> ClassList:
   from synth_jax.prompts import artifact
+  if os.path.isdir(path):
+    raise ConfigError(f"prompts_path={path!r} is a folder; pass the prompts.json file in it")
   if not os.path.isfile(path):
     raise ConfigError(f"prompts_path={path!r} does not exist; run `synth-jax prompts` first or "
                       "pass --config.prompts_path=''")
   data = artifact.read(path)
+  try:
+    return _classes_of(path, data)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # a hand-edited file
+    raise DataError(f"{path} is not a valid prompts.json ({type(e).__name__}: {e}); each class "
+                    "needs {'id': int, 'name': str, 'prompts': [{'text': str, 'kind': str}]}; "
+                    "regenerate it with `synth-jax prompts`") from None
+
+
+def _classes_of(path: str, data: dict) -> ClassList:
   meta = data.get("meta") or {}
   if meta.get("complete") is False:  # the prompts stage writes class by class
     raise DataError(f"{path} is incomplete ({len(data['classes'])} classes written); rerun "
@@ -155,8 +166,12 @@ def _from_prompts_json(path: str) -> ClassList:
   classes = []
   for i, c in enumerate(data["classes"]):
     prompts = [p for p in c.get("prompts", []) if p.get("text")]
+    if not all(isinstance(p["text"], str) for p in prompts):
+      raise TypeError(f"class {c.get('name')!r} has a prompt text that is not a string")
     if not prompts:
       raise DataError(f"class {c.get('name')!r} in {path} has no prompts; rerun the prompts stage")
+    if not isinstance(c["name"], str):
+      raise TypeError(f"class name {c['name']!r} is not a string")
     classes.append({"id": int(c.get("id", i)), "name": c["name"], "prompts": prompts})
   # A prompts run over a class subset keeps the dataset's ids: label names come from meta.
   names = list(meta.get("class_names") or [c["name"] for c in classes])

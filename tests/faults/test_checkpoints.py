@@ -126,8 +126,9 @@ def test_cli_resume_refuses_other_model_and_names_a_truncated_checkpoint(tmp_pat
   other = train("--config.model=resnet:basic:1,1,1,2")
   assert other.returncode == 2
   line = _error_line(other.stderr)
-  ckpt = run / "checkpoints" / "2"
-  assert f"error: checkpoint {ckpt} was written by an incompatible config" in line
+  # The run's config record refuses it before the checkpoint is opened (issue 20, rule 3);
+  # loop.restore's own shape check is test_checkpoint_from_incompatible_config.
+  assert f"error: {run} holds a train run with other settings ['model']" in line
   assert "pass a new --config.workdir" in line
   assert {n: (run / n).read_bytes() for n in record} == record  # the run's config record is kept
   files = json.loads((run / integrity.MANIFEST).read_text())["2"]

@@ -236,3 +236,25 @@ def test_outputs_follow_the_umask(tmp_path):
   os.umask(mask)
   files.write_text(str(tmp_path / "x.json"), "{}")
   assert stat.S_IMODE(os.stat(tmp_path / "x.json").st_mode) == 0o666 & ~mask
+
+
+# ---- rule 2: input files are one line too -------------------------------------------------------
+def test_bad_input_files_are_one_line(tmp_path, capfd):
+  from synth_jax.diffusion import generate
+  (tmp_path / "bin.csv").write_bytes(b"\x00\xff\xfe garbage\n")
+  (tmp_path / "empty.csv").write_text("path,label\n")
+  (tmp_path / "missing.csv").write_text("nope1.jpg,cat\nnope2.jpg,dog\n")
+  for name, needle in (("bin.csv", "is not a UTF-8 text CSV"), ("empty.csv", "has no rows"),
+                       ("missing.csv", "names 2 file(s) that do not exist")):
+    assert cli.main(["data", "import", "--config", f"{IMPORT}:name=x,source={tmp_path / name}",
+                     f"--config.workdir={tmp_path / 'w'}"]) == 2
+    assert needle in _line(capfd)
+  assert not (tmp_path / "w").exists()
+  (tmp_path / "p.json").write_text(json.dumps({"classes": ["cat"]}))
+  cfg = config_lib.load_config(GENERATE, [f"workdir={tmp_path / 'g'}",
+                                          f"prompts_path={tmp_path / 'p.json'}"])
+  with pytest.raises(DataError, match=r"p.json is not a valid prompts.json \(AttributeError"):
+    generate.load_classes(cfg)
+  cfg.prompts_path = str(tmp_path)
+  with pytest.raises(ConfigError, match="is a folder; pass the prompts.json file in it"):
+    generate.load_classes(cfg)
