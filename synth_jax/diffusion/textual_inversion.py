@@ -124,7 +124,7 @@ def load_textual_inversion(pipe, path_or_dict, token: str | None = None) -> list
       tokens, vectors = read_embeddings({token: state[key]}, token)
       _install(pipe, encoder, tokenizer, tokens, vectors)
     return tokens
-  tokens, vectors = read_embeddings(state, token)
+  tokens, vectors = read_embeddings(path_or_dict, token)  # errors name the file
   _install(pipe, "text_encoder", pipe.tokenizer, tokens, vectors)
   return tokens
 

@@ -37,10 +37,15 @@ def _cache(root, repo: str, folder: str, variant_of: str | None = None) -> str:
   return snap
 
 
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+  return tiny.make_tiny_pipeline(str(tmp_path_factory.mktemp("hub") / "tiny"), seed=3)
+
+
 @pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
+def offline_cache(tiny_folder, tmp_path, monkeypatch):
   from huggingface_hub import constants
-  folder = tiny.make_tiny_pipeline(str(tmp_path / "tiny"), seed=3)
+  folder = tiny_folder
   root = tmp_path / "hf_home"
   _cache(str(root), "someorg/tiny-sd", folder)
   _cache(str(root), "someorg/tiny-sd-fp16", folder, variant_of="fp16")
