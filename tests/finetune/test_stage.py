@@ -174,3 +174,26 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(setup
   assert int(state["step"]) == last
   import jax
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+
+
+@pytest.mark.slow
+def test_scratch_trains_vae_then_unet_and_exports_a_diffusers_folder(tmp_path):
+  """init=scratch with digits_scratch.py's recipe, a few steps: the VAE trained (held-out PSNR
+  recorded, scaling_factor from its latents), the result loads in PyTorch diffusers."""
+  import json
+  import diffusers
+  data = digits.write_digits(str(tmp_path / "data"), size=16)
+  cfg = config_lib.load_config(
+      os.path.join(common.ROOT, "configs", "finetune", "digits_scratch.py") +
+      f":dataset={data},steps=2,vae_steps=3,shots=4",
+      [f"workdir={tmp_path / 'w'}", "batch_size=8", "scratch.vae_batch_size=8",
+       "preview_images=0"])
+  out = finetune.finetune(cfg)
+  log = json.loads((tmp_path / "w" / "vae_log.json").read_text())
+  assert log["held_out_images"] == 4 and np.isfinite(log["psnr_held_out_db"])
+  pt = diffusers.StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
+  assert abs(pt.vae.config.scaling_factor - log["scaling_factor"]) < 1e-6
+  assert pt.unet.config.block_out_channels == [32, 64]
+  ids = pt.tokenizer("a photo of the digit seven").input_ids
+  words = ["a", "photo", "of", "the", "digit", "seven"]  # whole-word merges for caption words
+  assert pt.tokenizer.convert_ids_to_tokens(ids)[1:-1] == [w + "</w>" for w in words]
