@@ -97,7 +97,7 @@ def get_config(arg=None):
   # models; a silent random init gives a number that means nothing); "scratch" = random init.
   c.init = a.init
   c.init_format = "torchvision"  # torchvision | timm | hf | big_vision
-  c.bf16 = False                 # bfloat16 compute (params, BN stats and loss stay float32)
+  c.dtype = "float32"            # float32 | bfloat16 compute (params, BN stats and loss stay float32)
   c.fsdp = False                 # shard large params over the mesh's fsdp axis
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   # Optimisation.

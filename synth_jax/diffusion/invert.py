@@ -178,7 +178,11 @@ class Inverter:
   def train_step(self, emb, opt_state, batch):
     """One optimizer step on `batch` = (ids, mean, std, key): -> (emb, opt_state, loss).
 
-    `emb` and `opt_state` are donated (their buffers are reused for the outputs)."""
+    `emb` and `opt_state` are donated (their buffers are reused for the outputs). They are pinned
+    to the step's (replicated) output placement: left to propagation, a host array would take the
+    sharding of the token table it is written into (split over fsdp along `embed`), and the
+    donated buffer would no longer match its output."""
+    emb, opt_state = jax.device_put((emb, opt_state), sharding.replicated(self.mesh))
     return self._step(emb, opt_state, self.frozen, *batch)
 
   def step(self, emb, opt_state, step: int):

@@ -33,7 +33,7 @@ RULES = {
     "augment.randaugment_ops": Int(0, 16, 2), "augment.randaugment_magnitude": Float(0, 30, 9),
     "augment.crop_pct": Float(0, 1, 0.875, lo_open=True), "augment.uint8": Bool(),
     "model": Text(True, "resnet50"), "init": Text(), "init_format": OneOf(INIT_FORMATS, "timm"),
-    "bf16": Bool(), "fsdp": Bool(), "tensorboard": Bool(),
+    "dtype": OneOf(("float32", "bfloat16"), "bfloat16"), "fsdp": Bool(), "tensorboard": Bool(),
     "optimizer": OneOf(("sgd", "adamw"), "sgd"), "momentum": Float(0, 1, 0.9),
     "weight_decay": Float(0, 10, 5e-4), "label_smoothing": Float(0, 0.999, 0.1),
     "grad_accum": Int(1, 4096, 1), "reinit_head": Bool(none_ok=True),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from synth_jax import planner
+from synth_jax.config import dtype_from
 from synth_jax.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -184,8 +185,8 @@ def plan_train(config, batch: int) -> tuple[dict, int]:
   spec = registry.REGISTRY.get(str(config.get("dataset", "")))
   classes = spec.num_classes if spec else 1000  # a dataset folder: the head's width barely counts
   res = int(config.augment.resolution)
-  dtype = jnp.bfloat16 if config.get("bf16") else jnp.float32
-  kw = {"dtype": jnp.bfloat16} if config.get("bf16") else {}
+  dtype = dtype_from(config, allowed=("float32", "bfloat16"))
+  kw = {"dtype": dtype} if dtype != jnp.float32 else {}
   model, params, stats = _abstract_init(variant, classes, res, kw)
   tx = state_lib.make_optimizer(config, config.phase1, 1000)
   state = jax.eval_shape(lambda p, s: state_lib.TrainState.create(p, s, tx), params, stats)

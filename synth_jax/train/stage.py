@@ -19,11 +19,10 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from synth_jax import faults, files, runs, sharding, streams
-from synth_jax.config import ConfigDict, steps_from, to_dict
+from synth_jax.config import ConfigDict, dtype_from, steps_from, to_dict
 from synth_jax.errors import ConfigError
 from synth_jax.train import loop, state as state_lib, steps as steps_lib
 from synth_jax.train.checks import METHODS  # one list, checked before work
@@ -318,7 +317,7 @@ def build(config, workdir: str):
   place = lambda tree: sharding.logical_shardings(tree, mesh, fsdp=config.fsdp)  # noqa: E731
   model, params, stats = state_lib.build_model(config, num_classes, domains, place=place)
   norm = _input_norm(config)
-  dtype = jnp.bfloat16 if config.bf16 else jnp.float32
+  dtype = dtype_from(config, allowed=("float32", "bfloat16"))
   batches, counts = phase_sizes(config, phases, real, syn, mesh)
   datasets = [phase_dataset(config, p, i, real, syn, bs)
               for i, (p, bs) in enumerate(zip(phases, batches))]

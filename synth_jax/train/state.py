@@ -83,7 +83,9 @@ def check_init(config) -> None:
 def model_variant(config, domains=("real",)):
   """(variant, constructor kwargs) of config.model; checks the AuxBN settings (no file read)."""
   from synth_jax import models
-  kw = {"dtype": jnp.bfloat16} if config.bf16 else {}
+  from synth_jax import config as config_lib
+  dtype = config_lib.dtype_from(config, allowed=("float32", "bfloat16"))
+  kw = {"dtype": dtype} if dtype != jnp.float32 else {}
   name = config.model
   if name.startswith("resnet:"):  # custom stage sizes, e.g. resnet:basic:1,1,1,1 (tests, smoke)
     variant = models.ResNetVariant(name[len("resnet:"):])

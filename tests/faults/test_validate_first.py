@@ -212,8 +212,8 @@ def test_cli_parses_like_users_write(tmp_path, capfd):
                    f"--config.workdir={tmp_path}/w"]) == 2
   assert "'smoke' sets batch_size itself" in _line(capfd)
   cfg = config_lib.load_config(f"{TRAIN}:smoke", ["augment.flip=yes", "reinit_head=no",
-                                                  "tensorboard=1", "bf16=FALSE"])
-  assert (cfg.augment.flip, cfg.reinit_head, cfg.tensorboard, cfg.bf16) == (True, False, True, False)
+                                                  "tensorboard=1", "fsdp=FALSE"])
+  assert (cfg.augment.flip, cfg.reinit_head, cfg.tensorboard, cfg.fsdp) == (True, False, True, False)
   with pytest.raises(ConfigError, match=r"'phase1.mixup_alpha' expects a float, got 'x'"):
     config_lib.load_config(TRAIN, ["phase1.mixup_alpha=x"])
   assert config_lib.load_config(TRAIN, ["phase1.mixup_alpha=0.3"]).phase1.mixup_alpha == 0.3

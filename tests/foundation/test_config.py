@@ -77,3 +77,23 @@ def test_steps_from_units():
   c = ml_collections.ConfigDict({"steps": None, "epochs": 1, "examples": None})
   with pytest.raises(ConfigError, match="epochs needs the dataset size"):
     config_lib.steps_from(c, examples_per_epoch=None, batch_size=10)
+
+
+def test_one_dtype_spelling_and_parser():
+  """`dtype` is a string in every stage's config; one parser turns it into a dtype or a one-line error."""
+  import jax.numpy as jnp
+  from synth_jax import config as config_lib
+  from synth_jax.errors import ConfigError
+  from synth_jax.train import state as state_lib
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+  for stage in ("train", "generate", "invert", "finetune"):
+    c = config_lib.load_config(os.path.join(root, stage, "base.py"))
+    assert isinstance(c.dtype, str) and config_lib.dtype_from(c) in (jnp.float32, jnp.bfloat16)
+  c = config_lib.load_config(os.path.join(root, "train", "base.py"),
+                             ["dtype=bfloat16", "init=scratch", "model=resnet:basic:1,1,1,1"])
+  c.augment.resolution = 16
+  model, _, _ = state_lib.build_model(c, 3)
+  assert model.dtype == jnp.bfloat16
+  c.dtype = "float64"
+  with pytest.raises(ConfigError, match=r"^dtype='float64' is not one of float32, bfloat16; pass e\.g\."):
+    state_lib.build_model(c, 3)
