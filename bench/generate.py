@@ -9,7 +9,8 @@ step (and the TFLOP/s it achieves), where a batch's time goes (UNet loop / VAE d
 and the same for diffusers (eager, and torch.compile where it works) when torch is installed and
 --torch is not 'none'. `--profile DIR` also writes a jax.profiler trace of one batch.
 `--attention xla,splash,cudnn` measures each attention kernel in the same run (`jax_by_attention`;
-one this backend cannot run is recorded as unavailable, with the reason); "jax" is the first that ran.
+one this backend cannot run is recorded as unavailable, with the reason); "jax" is the first that
+ran.
 """
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def configs(model_path: str) -> dict:
   if model_path in BUILT_IN:
     return BUILT_IN[model_path]()
   files = {"unet": "unet/config.json", "vae": "vae/config.json",
-           "text_encoder": "text_encoder/config.json", "scheduler": "scheduler/scheduler_config.json"}
+           "text_encoder": "text_encoder/config.json",
+           "scheduler": "scheduler/scheduler_config.json"}
   if not model_path or not os.path.isfile(os.path.join(model_path, "model_index.json")):
     raise ConfigError(f"model_path={model_path!r} is neither a diffusers folder (model_index.json) "
                       f"nor a built-in architecture; pass a folder or one of {sorted(BUILT_IN)}")

@@ -57,7 +57,7 @@ def _nbytes(tree) -> int:
   return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
 
 
-# ---- diffusion stages -----------------------------------------------------------------------------
+# ---- diffusion stages ---------------------------------------------------------------------------
 def _pipeline(config, dtype):
   """(unet, vae, text_encoder, abstract params, configs) without reading any weights."""
   from synth_jax.diffusion import architectures
@@ -171,7 +171,7 @@ def plan_invert(config, batch: int) -> tuple[dict, int]:
   return _compile(step, _sds((text.hidden_size,), jnp.float32), frozen, ids, latents, t), batch
 
 
-# ---- classifier training ----------------------------------------------------------------------------
+# ---- classifier training ------------------------------------------------------------------------
 def plan_train(config, batch: int) -> tuple[dict, int]:
   from synth_jax import models
   from synth_jax.train import state as state_lib

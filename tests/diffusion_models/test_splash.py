@@ -19,7 +19,7 @@ from synth_jax.diffusion import vae as vae_lib
 from synth_jax.errors import ConfigError
 
 FP32_TOL = 1e-5
-BF16_TOL = 2e-2  # bf16 inputs/outputs (8-bit mantissa) on O(1) values; both paths accumulate in fp32
+BF16_TOL = 2e-2  # bf16 inputs/outputs (8-bit mantissa), O(1) values; both accumulate in fp32
 
 
 def _qkv(b, tq, tk, heads, d, dtype=jnp.float32, seed=0):
@@ -133,7 +133,8 @@ SHAPES = [(4096, 4096, 8, 40), (4096, 77, 8, 40), (1024, 1024, 8, 80), (1024, 77
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tq,tk,heads,d", SHAPES, ids=[f"{a}x{b}-h{c}d{e}" for a, b, c, e in SHAPES])
+@pytest.mark.parametrize("tq,tk,heads,d", SHAPES,
+                         ids=[f"{a}x{b}-h{c}d{e}" for a, b, c, e in SHAPES])
 def test_sd_shapes_fp32_and_bf16(tq, tk, heads, d):
   diffs = _compare(1, tq, tk, heads, d, grads=tq * tk <= 1024 * 1024)
   assert max(diffs.values()) <= FP32_TOL

@@ -118,6 +118,7 @@ def test_resnet_train_step_flops_match_analytic_count():
   assert 2.6 <= ratio <= 3.3
 
 
+@pytest.mark.slow  # ~30-45 s on 2 busy cores (compiles a train step)
 def test_batch_that_cannot_fit_is_reported():
   cfg = _config("configs/train/base.py:init=scratch,image_size=32,batch_size=65536",
                 "--config.model=resnet:basic:1,1,1,1")
@@ -134,6 +135,8 @@ def test_roofline_and_chip_table():
   h100 = planner.chip("h100")
   r = planner.roofline(989e12, 1.0, 0, 10, h100)  # one second of peak compute, 10 images
   assert r["bound"] == "compute" and r["images_per_s_per_device"] == pytest.approx(10.0)
+  assert not planner.roofline(1.0, 1.0, 17 * 2**30, 1, planner.chip("v5e"))["fits"]  # 16 GiB
+  assert planner.roofline(1.0, 1.0, 17 * 2**30, 1, planner.chip("v6e"))["fits"]  # 32 GiB
   with pytest.raises(ConfigError, match="chip 'tpu9' is unknown"):
     planner.chip("tpu9")
 
