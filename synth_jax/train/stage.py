@@ -214,7 +214,9 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
             t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
             cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
             label_smoothing=config.label_smoothing, dtype=t.dtype,
-            domain=_domain(config) if phase.data == "paired" else None),
+            # Paired batches route each row by its own domain id (the pipeline's "domain"),
+            # not by position: on several hosts the global batch interleaves hosts' halves.
+            domain="batch" if phase.data == "paired" else None),
         rng=streams.key(config.seed, "train_step", i),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         eval_every=config.eval_every, history=list(records),
