@@ -77,7 +77,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   except RuntimeError as e:
     if "already" not in str(e) and "only be called once" not in str(e):
       raise
-  _state.update(index=jax.process_index(), count=jax.process_count(), source=source)
+  many = jax.process_count() > 1
+  _state.update(index=jax.process_index(), count=jax.process_count(),
+                source=source if many else "single process")
   _start_watchdog(lost_after_s)
   log.info("jax.distributed (%s): process %d of %d", source, _state["index"], _state["count"])
   return True

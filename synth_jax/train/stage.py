@@ -242,6 +242,7 @@ def record_results(t: Trainer, records: list, ev: dict, class_names, path: str) 
              "num_classes": t.num_classes, "steps": t.counts, "phases": records,
              "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
              "per_class": dict(zip(class_names, ev["per_class"])),
+             "process_count": jax.process_count(), "device_count": jax.device_count(),
              "config": to_dict(config)}
   files.write_json(path, results)
   return results
