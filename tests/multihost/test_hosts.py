@@ -54,3 +54,11 @@ def test_error_lines_name_the_host(monkeypatch, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["error: host 3/4: synth-jax train needs --config FILE.py[:ARG] "
                  "(see configs/train/ for examples)"]
+
+
+def test_coordinator_without_the_other_flags_is_one_line(capsys):
+  rc = cli.main(["train", "--config", "x.py", "--coordinator", "host0:1234"])
+  assert rc == 2
+  assert capsys.readouterr().err.strip().splitlines() == [
+      "error: --coordinator, --num_processes and --process_id go together; pass all three "
+      "(e.g. --coordinator host0:1234 --num_processes 2 --process_id 0)"]

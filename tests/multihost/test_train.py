@@ -55,7 +55,7 @@ def final_state(workdir):
                 **{f"stats/{k}": v for k, v in weights.flatten(tree["batch_stats"]).items()}}
 
 
-def compare_runs(multi, single, processes):
+def compare_runs(multi, single, processes, log_dir=None):
   """Asserts the two run directories agree; returns the largest |difference| of any weight."""
   step, got = final_state(multi)
   ref_step, want = final_state(single)
@@ -84,7 +84,7 @@ def compare_runs(multi, single, processes):
   assert cfg[0]["device_count"] == cfg[1]["device_count"] == GLOBAL_DEVICES
   # every process logged to its own file; only process 0 to the terminal
   for i in range(processes):
-    assert os.path.getsize(os.path.join(multi, "logs", f"host-{i}.log")) > 0
+    assert os.path.getsize(os.path.join(log_dir or multi, "logs", f"host-{i}.log")) > 0
   return worst
 
 
@@ -110,3 +110,20 @@ def test_two_processes_train_like_one(tmp_path, data, method):
 @pytest.mark.parametrize("method", ["vanilla", "bridged++", "auxbn"])
 def test_four_processes_train_like_one(tmp_path, data, method):
   run_both(tmp_path, data, method, 4)
+
+
+@pytest.mark.slow
+def test_sweep_point_two_processes_like_one(tmp_path, data):
+  """`synth-jax sweep` (one point) as 2 processes: the point trains like one process does."""
+  real, syn = data
+  def sweep_args(workdir):
+    args = train_args(workdir, real, syn, "vanilla")
+    return ["sweep", *args[1:], "--sweep", "seed=0"]
+  harness.run(sweep_args(str(tmp_path / "p2")), 2, GLOBAL_DEVICES // 2)
+  harness.run(sweep_args(str(tmp_path / "p1")), 1, GLOBAL_DEVICES)
+  point = os.path.join("points", "seed=0")
+  worst = compare_runs(str(tmp_path / "p2" / point), str(tmp_path / "p1" / point), 2,
+                       log_dir=str(tmp_path / "p2"))
+  print(f"sweep point x2: largest weight difference {worst:.3g}")
+  md = [open(tmp_path / d / "results.md").read() for d in ("p2", "p1")]
+  assert md[0] == md[1]
