@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
       traceback.print_exc()
     _say("error", _os_error_line(e))
     return 1
-  except Exception as e:  # a bug: keep it one line unless asked
+  except Exception as e:  # a bug, or a collective that lost its peer: keep it one line
     if verbose:
       traceback.print_exc()
+    hosts.blame_lost_host()  # a lost host is named by the watchdog, which ends this process
     _say("error", f"internal error {type(e).__name__}: {e} (rerun with --verbose for the "
          "traceback; finished outputs are kept, rerun to resume)")
     return 1
@@ -174,7 +175,16 @@ def _load(args, overrides):
 def entry() -> None:
   logging.captureWarnings(True)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  sys.exit(main())
+  rc = main()
+  from synth_jax import hosts
+  if rc != 0 and hosts.count() > 1:
+    # jax.distributed's exit-time shutdown waits for every peer (and aborts when one is gone):
+    # a failed host leaves at once with its own exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(rc)
+  sys.exit(rc)
 
 
 if __name__ == "__main__":

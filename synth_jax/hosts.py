@@ -129,6 +129,16 @@ def finish(ok: bool) -> None:
 _stopping = threading.Event()
 
 
+def blame_lost_host() -> None:
+  """After a failed collective (gloo/NCCL report a dropped peer as a runtime error): give the
+  watchdog time to name the lost host (it then ends this process); returns when no host is lost."""
+  if _state["count"] > 1 and _watchdog["thread"] is not None:
+    _watchdog["thread"].join(timeout=_watchdog["lost_after_s"] + 5)
+
+
+_watchdog = {"thread": None, "lost_after_s": 0.0}
+
+
 def _client():
   from jax._src import distributed  # the client jax.distributed.initialize made
   return distributed.global_state.client
@@ -144,10 +154,11 @@ def _start_watchdog(lost_after_s: float) -> None:
   def lost(host: int, why: str) -> None:
     line = (f"error: host {me}/{n}: lost host {host} ({why}); stopping this host too. Rerun the "
             "same command on every host to resume from the last checkpoint")
-    logging.getLogger("synth_jax").error(line)
     print(line, file=sys.stderr, flush=True)
-    for h in logging.getLogger().handlers:
-      h.flush()
+    for h in logging.getLogger().handlers:  # this host's log file gets the line too
+      if isinstance(h, logging.FileHandler):
+        h.stream.write(line + "\n")
+        h.flush()
     os._exit(1)  # the main thread may be blocked in a collective that will never finish
 
   def run() -> None:
@@ -182,4 +193,6 @@ def _start_watchdog(lost_after_s: float) -> None:
           lost(h, f"no heartbeat for {now - since:.0f} s")
       time.sleep(period)
 
-  threading.Thread(target=run, name="synth_jax-host-watchdog", daemon=True).start()
+  thread = threading.Thread(target=run, name="synth_jax-host-watchdog", daemon=True)
+  _watchdog.update(thread=thread, lost_after_s=lost_after_s)
+  thread.start()
