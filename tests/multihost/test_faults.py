@@ -1,6 +1,8 @@
 """Faults across hosts: a killed host ends the others in bounded time with a line naming it; a
 preempted slice (SIGTERM to every process) saves one checkpoint and exits 0; rerunning the same
-command on every host resumes and ends where an uninterrupted run ends."""
+command on every host resumes and ends where an uninterrupted run on as many hosts ends (the same
+reduction order: equal up to 1e-6; against one process the bound of test_train.py grows with the
+steps, see its docstring)."""
 import os
 import re
 import signal
@@ -41,10 +43,10 @@ def test_kill9_one_host_others_exit_naming_it_then_rerun_resumes(tmp_path, data)
   assert loop.checkpoint_manager(str(tmp_path / "p2"), 10).latest_step() == 2
   # The same command on every host resumes from step 2 and ends like an uninterrupted run.
   harness.run(args, 2, GLOBAL_DEVICES // 2)
-  harness.run(train_args(str(tmp_path / "p1"), real, syn, "vanilla", steps2=6,
-                         checkpoint_every=2), 1, GLOBAL_DEVICES)
-  print(f"kill -9 + resume vs one process: largest weight difference "
-        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'p1'), 2):.3g}")
+  harness.run(train_args(str(tmp_path / "ref"), real, syn, "vanilla", steps2=6,
+                         checkpoint_every=2), 2, GLOBAL_DEVICES // 2)
+  print(f"kill -9 + resume vs uninterrupted (2 processes): largest weight difference "
+        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'ref'), 2, ref_processes=2, atol=1e-6, loss_rel=1e-6):.3g}")
 
 
 @pytest.mark.slow
@@ -67,7 +69,7 @@ def test_sigterm_every_host_saves_once_exits_0_then_resumes(tmp_path, data):
   steps_saved = loop.checkpoint_manager(str(tmp_path / "p2"), 10).all_steps()
   assert len(steps_saved) == 1 and 0 < steps_saved[0] < steps  # one checkpoint, both hosts agree
   harness.run(args, 2, GLOBAL_DEVICES // 2)
-  harness.run(train_args(str(tmp_path / "p1"), real, syn, "vanilla", steps2=steps,
-                         checkpoint_every=100), 1, GLOBAL_DEVICES)
-  print(f"SIGTERM + resume vs one process: largest weight difference "
-        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'p1'), 2):.3g}")
+  harness.run(train_args(str(tmp_path / "ref"), real, syn, "vanilla", steps2=steps,
+                         checkpoint_every=100), 2, GLOBAL_DEVICES // 2)
+  print(f"SIGTERM + resume vs uninterrupted (2 processes): largest weight difference "
+        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'ref'), 2, ref_processes=2, atol=1e-6, loss_rel=1e-6):.3g}")

@@ -21,7 +21,7 @@ from synth_jax.train import loop
 from tests.multihost import harness
 from tests.train import helpers
 
-ATOL, RTOL = 2e-3, 0.0
+ATOL = 2e-3
 GLOBAL_DEVICES = 4
 
 
@@ -55,7 +55,7 @@ def final_state(workdir):
                 **{f"stats/{k}": v for k, v in weights.flatten(tree["batch_stats"]).items()}}
 
 
-def compare_runs(multi, single, processes, log_dir=None):
+def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-4):
   """Asserts the two run directories agree; returns the largest |difference| of any weight."""
   step, got = final_state(multi)
   ref_step, want = final_state(single)
@@ -64,13 +64,13 @@ def compare_runs(multi, single, processes, log_dir=None):
   losses = [{r["step"]: r["train/loss"] for r in rows if "train/loss" in r} for rows in losses]
   assert losses[0].keys() == losses[1].keys()
   for step_, loss in losses[1].items():
-    assert losses[0][step_] == pytest.approx(loss, rel=1e-4), step_
+    assert losses[0][step_] == pytest.approx(loss, rel=loss_rel, abs=0), step_
   worst = 0.0
   for k in want:
-    np.testing.assert_allclose(got[k], want[k], atol=ATOL, rtol=RTOL, err_msg=k)
+    np.testing.assert_allclose(got[k], want[k], atol=atol, rtol=0, err_msg=k)
     worst = max(worst, float(np.max(np.abs(np.asarray(got[k], np.float64) - want[k]))))
   res = [json.load(open(os.path.join(d, "results.json"))) for d in (multi, single)]
-  assert res[0]["process_count"] == processes and res[1]["process_count"] == 1
+  assert res[0]["process_count"] == processes and res[1]["process_count"] == ref_processes
   assert res[0]["device_count"] == res[1]["device_count"] == GLOBAL_DEVICES
   assert res[0]["steps"] == res[1]["steps"]
   for k in ("top1", "top5"):
@@ -80,7 +80,7 @@ def compare_runs(multi, single, processes, log_dir=None):
               {k: v for k, v in r.items() if k not in ("top1", "top5", "mean_per_class")}
               for r in res[1]["phases"]]
   cfg = [json.load(open(os.path.join(d, "config.json")))["runtime"] for d in (multi, single)]
-  assert (cfg[0]["process_count"], cfg[1]["process_count"]) == (processes, 1)
+  assert (cfg[0]["process_count"], cfg[1]["process_count"]) == (processes, ref_processes)
   assert cfg[0]["device_count"] == cfg[1]["device_count"] == GLOBAL_DEVICES
   # every process logged to its own file; only process 0 to the terminal
   for i in range(processes):
@@ -100,16 +100,23 @@ def run_both(tmp_path, data, method, processes, **kw):
   return worst
 
 
+# Mixup pairs row i of the global batch with another row; host p feeds rows p::N of the one-process
+# order, stacked host after host, so on N hosts the pairs differ from one process (the same
+# distribution, other weights). bridged++ is compared with phase 1's Mixup off; see the note of
+# issue 18 for the pipeline change (contiguous host blocks) that would make the pairs agree.
+NO_MIXUP = {"phase1.mixup_alpha": 0.0}
+
+
 @pytest.mark.parametrize("method", ["auxbn", pytest.param("vanilla", marks=pytest.mark.slow),
                                     pytest.param("bridged++", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(tmp_path, data, method):
-  run_both(tmp_path, data, method, 2)
+  run_both(tmp_path, data, method, 2, **(NO_MIXUP if method == "bridged++" else {}))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["vanilla", "bridged++", "auxbn"])
 def test_four_processes_train_like_one(tmp_path, data, method):
-  run_both(tmp_path, data, method, 4)
+  run_both(tmp_path, data, method, 4, **(NO_MIXUP if method == "bridged++" else {}))
 
 
 @pytest.mark.slow
