@@ -177,8 +177,12 @@ class Sampler:
     if isinstance(negative, str):
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
-    return np.asarray(self._fn(self.params, self.tokenize(prompts), self.tokenize(negative), seeds,
-                               jnp.float32(guidance)))
+    # Placed first: on a multi-process run jit refuses numpy inputs with a non-replicated
+    # sharding, even on this process's own (local) mesh.
+    batch = sharding.batch_sharding(self.mesh)
+    ids, neg, seeds = jax.device_put((self.tokenize(prompts), self.tokenize(negative), seeds),
+                                     (batch, batch, batch))
+    return np.asarray(self._fn(self.params, ids, neg, seeds, jnp.float32(guidance)))
 
   def sample_from_latents(self, prompts, negative, latents, guidance: float) -> np.ndarray:
     """As __call__ but from given NHWC starting latents (parity tests against diffusers)."""

@@ -76,10 +76,12 @@ def test_auxbn_routes_rows_by_domain_id_in_any_host_layout():
   syn = rng.normal(2.0, 3.0, (8, 16, 16, 3)).astype(np.float32)  # another domain: other stats
   labels = np.arange(16) % 10
 
+  compiled = {}
+
   def run(images, domain_ids, route):
     copy = lambda t: jax.tree.map(np.array, t)  # noqa: E731  (the step donates its state)
     state = state_lib.TrainState.create(copy(params), copy(stats), tx)
-    step = steps_lib.make_train_step(model, tx, 10, domain=route)
+    step = compiled.setdefault(str(route), steps_lib.make_train_step(model, tx, 10, domain=route))
     batch = {"image": images, "label": labels, "domain": domain_ids}
     return jax.device_get(step(state, batch, jax.random.key(0))[0].batch_stats)
 
