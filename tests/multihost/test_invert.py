@@ -3,7 +3,7 @@
 Every process builds the whole batch of step s from (seed, s) and feeds its own devices' rows, so
 both runs compute the same per-example losses; only the mean's cross-device sum runs in another
 order (gloo across processes vs XLA in one), so the exported token agrees to float32 rounding,
-carried through 6 Adam(W) steps: |diff| <= 1e-5 (measured in the report of issue 18)."""
+carried through 6 Adam(W) steps: |diff| <= 1e-5 (measured: 0, bitwise equal)."""
 import numpy as np
 import pytest
 
