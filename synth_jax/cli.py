@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    (" [default: built in]" if name in DEFAULT_CONFIGS else ""))
     p.add_argument("--verbose", action="store_true", dest="verbose_stage",
                    help="debug logging and full tracebacks")
+    _add_host_flags(p)
     if name == "sweep":
       p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                      help="a grid axis; repeat for more axes")
@@ -68,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
       p.add_argument("action", nargs="?", default="import", choices=["import"],
                      help="what to do (import a folder/CSV)")
   return parser
+
+
+def _add_host_flags(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group(
+      "several processes (one per host)",
+      "Needed only where the environment does not say it: TPU slices, SLURM and Open MPI jobs "
+      "are detected. Every process runs the same command with its own --process_id.")
+  g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="address of process 0's coordination service")
+  g.add_argument("--num_processes", type=int, default=None, metavar="N", help="processes in the run")
+  g.add_argument("--process_id", type=int, default=None, metavar="I", help="this process, 0..N-1")
+  g.add_argument("--lost_after", type=float, default=60.0, metavar="SECONDS",
+                 help="a host silent this long is lost: the others stop with a line naming it "
+                      "[default: 60]")
+  g.add_argument("--init_timeout", type=float, default=300.0, metavar="SECONDS",
+                 help="how long to wait for every process to join [default: 300]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,12 +103,18 @@ def main(argv: list[str] | None = None) -> int:
   if args.stage is None:
     parser.print_help()
     return 2
-  from synth_jax import runs
-  runs.setup_logging(verbose)
+  from synth_jax import hosts, runs
+  ok = False
   try:
+    # Before anything touches a device: jax.distributed must start first on every process.
+    hosts.initialize(args.coordinator, args.num_processes, args.process_id,
+                     lost_after_s=args.lost_after, init_timeout_s=args.init_timeout)
+    runs.setup_logging(verbose)
     config = _load(args, overrides)
     from synth_jax import compile_cache
     compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
+    if config.get("workdir"):
+      runs.host_log(runs.workdir(config))
     target = STAGES[args.stage][0]
     if args.stage == "plan":  # reads and writes no run directory
       _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))
@@ -101,28 +124,33 @@ def main(argv: list[str] | None = None) -> int:
     else:
       stage_fn = lambda c: _resolve(target)(c)  # noqa: E731
     runs.run_stage(args.stage, stage_fn, config)
+    ok = True
   except runs.Preempted as e:
-    print(f"preempted: {e}", file=sys.stderr)
+    ok = True
+    _say("preempted", e)
     return 0
   except SynthJaxError as e:
     if verbose:
       traceback.print_exc()
-    print(f"error: {e}", file=sys.stderr)
+    _say("error", e)
     return 2
   except KeyboardInterrupt:
-    print("interrupted; rerun the same command to resume", file=sys.stderr)
+    _say("interrupted", "rerun the same command to resume")
     return 130
   except OSError as e:  # disk full, read-only path, permissions: name the file and the fix
     if verbose:
       traceback.print_exc()
-    print(f"error: {_os_error_line(e)}", file=sys.stderr)
+    _say("error", _os_error_line(e))
     return 1
-  except Exception as e:  # a bug: keep it one line unless asked
+  except Exception as e:  # a bug, or a collective that lost its peer: keep it one line
     if verbose:
       traceback.print_exc()
-    print(f"error: internal error {type(e).__name__}: {e} (rerun with --verbose for the traceback; "
-          "finished outputs are kept, rerun to resume)", file=sys.stderr)
+    hosts.blame_lost_host()  # a lost host is named by the watchdog, which ends this process
+    _say("error", f"internal error {type(e).__name__}: {e} (rerun with --verbose for the "
+         "traceback; finished outputs are kept, rerun to resume)")
     return 1
+  finally:
+    hosts.finish(ok)
   return 0
 
 
@@ -145,6 +173,18 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     raise ConfigError("--config is given twice; pass one config file (set single keys with "
                       "--config.KEY=VALUE)")
   return overrides, rest
+
+
+def _say(kind: str, message) -> None:
+  """One line on stderr (and in this host's log), naming the host on a multi-process run."""
+  from synth_jax import hosts
+  where = f"{hosts.tag()}: " if hosts.tag() else ""
+  line = f"{kind}: {where}{message}"
+  print(line, file=sys.stderr, flush=True)
+  for h in logging.getLogger().handlers:
+    if isinstance(h, logging.FileHandler):
+      h.stream.write(line + "\n")
+      h.flush()
 
 
 def _os_error_line(e: OSError) -> str:
@@ -178,7 +218,16 @@ def _load(args, overrides):
 def entry() -> None:
   logging.captureWarnings(True)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  sys.exit(main())
+  rc = main()
+  from synth_jax import hosts
+  if rc != 0 and hosts.count() > 1:
+    # jax.distributed's exit-time shutdown waits for every peer (and aborts when one is gone):
+    # a failed host leaves at once with its own exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(rc)
+  sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str) -> Iterator[None]:
-  """Holds `run_dir/.lock` (pid, host) for the duration; refuses if a live process holds it.
+def run_lock(run_dir: str, name: str = ".lock") -> Iterator[None]:
+  """Holds `run_dir/<name>` (pid, host) for the duration; refuses if a live process holds it.
+
+  The processes of one multi-host run each hold their own lock (`.lock.host-<i>`), so hosts that
+  share the run directory do not refuse each other while a second run of host i is refused.
 
   A lock left by a dead process on this host is taken over. A lock from another host is honoured
   (we cannot see its processes); the message says how to clear it.
@@ -163,7 +166,7 @@ def run_lock(run_dir: str) -> Iterator[None]:
                       "pass a writable --config.workdir") from None
   if not os.access(run_dir, os.W_OK):
     raise RunDirError(f"run directory {run_dir!r} is not writable; pass a writable --config.workdir")
-  path = os.path.join(run_dir, ".lock")
+  path = os.path.join(run_dir, name)
   me = {"pid": os.getpid(), "host": socket.gethostname()}
   for _ in range(2):
     try:

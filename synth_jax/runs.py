@@ -78,13 +78,16 @@ class _Refused(Exception):
 
 def _run_locked(stage, fn, config, run_dir, before):
   from synth_jax import checks
-  with files.run_lock(run_dir), preemption_handler():
+  from synth_jax import hosts
+  lock = ".lock" if hosts.count() == 1 else f".lock.host-{hosts.index()}"
+  with files.run_lock(run_dir, lock), preemption_handler():
     names = ["config.json"] + ([f"config.{stage}.json"] if stage != "config" else [])
     previous = {n: _read_bytes(os.path.join(run_dir, n)) for n in names}
     record = config_lib.to_dict(config)
     try:
       checks.check_record(stage, record, run_dir)
-      config_lib.save_config(config, run_dir)
+      # config.json also records the processes and devices the run used (its "runtime" entry)
+      files.write_json(os.path.join(run_dir, "config.json"), {**record, "runtime": hosts.runtime()})
       if stage != "config":
         files.write_json(os.path.join(run_dir, f"config.{stage}.json"), record)
       return fn(config)
@@ -168,18 +171,35 @@ def _read_bytes(path: str) -> bytes | None:
     return None
 
 
+def _log_format() -> str:
+  from synth_jax import hosts  # not jax.process_index(): that would start the backend
+  return f"%(asctime)s [p{hosts.index()}] %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging(verbose: bool = False) -> None:
-  """absl-style logging with the process index, so multi-host logs can be told apart."""
-  try:
-    import jax
-    index = jax.process_index()
-  except Exception:
-    index = 0
-  fmt = f"%(asctime)s [p{index}] %(levelname)s %(name)s: %(message)s"
-  logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt,
-                      stream=sys.stderr, force=True)
+  """absl-style logging with the process index; only process 0 logs to the terminal (the others
+  write `<workdir>/logs/host-<i>.log`, see `host_log`). Call it after `hosts.initialize`."""
+  from synth_jax import hosts
+  handlers = [logging.StreamHandler(sys.stderr) if hosts.index() == 0 else logging.NullHandler()]
+  logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=_log_format(),
+                      handlers=handlers, force=True)
   for noisy in ("absl", "jax._src", "orbax", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def host_log(run_dir: str) -> str:
+  """Adds `<run_dir>/logs/host-<i>.log` (appended across reruns) to the root logger; its path."""
+  from synth_jax import hosts
+  path = os.path.join(run_dir, "logs", f"host-{hosts.index()}.log")
+  root = logging.getLogger()
+  for h in root.handlers:
+    if isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path):
+      return path
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  handler = logging.FileHandler(path)  # a log, appended, not an atomic artifact
+  handler.setFormatter(logging.Formatter(_log_format()))
+  root.addHandler(handler)
+  return path
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",

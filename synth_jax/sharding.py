@@ -9,9 +9,7 @@ to place arrays by hand.
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
 import re
 from typing import Any, Sequence
 
@@ -236,25 +234,11 @@ def shard_global_batch(batch: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, batch)
 
 
-def maybe_initialize_distributed() -> bool:
-  """Calls jax.distributed.initialize() on multi-host TPU/GPU jobs; a no-op on one host.
-
-  Multi-host is detected from the environment the launchers set (TPU pods set TPU_WORKER_HOSTNAMES
-  with several hosts; SLURM/MPI and explicit JAX_COORDINATOR_ADDRESS are honoured too).
-  """
-  env = os.environ
-  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-  multi = (len(hosts) > 1 or "JAX_COORDINATOR_ADDRESS" in env
-           or int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
-  if not multi:
-    return False
-  try:
-    jax.distributed.initialize()
-  except RuntimeError as e:
-    if "already" not in str(e):
-      raise
-  logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
-  return True
+def maybe_initialize_distributed(**kwargs) -> bool:
+  """Starts jax.distributed on multi-process runs (a no-op on one host): `hosts.initialize`,
+  which the CLI calls before anything touches a device. Kept for library users."""
+  from synth_jax import hosts
+  return hosts.initialize(**kwargs)
 
 
 def is_main_process() -> bool:

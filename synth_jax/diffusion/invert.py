@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import checkpoint_integrity, faults, files, runs, sharding, streams
+from synth_jax import checkpoint_integrity, faults, files, hosts, runs, sharding, streams
 from synth_jax import config as config_lib
 from synth_jax.diffusion import invert_data, invert_state
 from synth_jax.diffusion import loading, schedulers, textual_inversion
@@ -217,7 +217,7 @@ def invert(config) -> str:
   bar = runs.progress(total=total, initial=start, desc="invert", unit="step")
   losses = []
   for step in range(start, total):
-    if runs.should_stop():
+    if hosts.any_host(runs.should_stop()):  # every host saves the same step
       invert_state.save(mngr, step, emb, opt_state, meta)
       raise runs.Preempted(f"invert: SIGTERM received; saved step {step}, rerun the same command "
                            "to continue")

@@ -242,9 +242,14 @@ class Sampler:
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
     fn = self._fns[bool(guidance > 1)]
+    # Placed first: on a multi-process run jit refuses numpy inputs with a non-replicated
+    # sharding, even on this process's own (local) mesh.
+    batch = sharding.batch_sharding(self.mesh)
+    ids, neg, seeds = jax.device_put(
+        (self.tokenize(prompts), self.tokenize(negative, negative=True), seeds),
+        (batch, batch, batch))
     with jax.set_mesh(self.mesh):  # lets a Pallas attention kernel shard_map over the batch
-      return np.asarray(fn(self.params, self.tokenize(prompts),
-                           self.tokenize(negative, negative=True), seeds, jnp.float32(guidance)))
+      return np.asarray(fn(self.params, ids, neg, seeds, jnp.float32(guidance)))
 
   def sample_from_latents(self, prompts, negative, latents, guidance: float,
                           seeds=None) -> np.ndarray:

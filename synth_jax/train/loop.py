@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth_jax import faults, runs, sharding
+from synth_jax import faults, hosts, runs, sharding
 from synth_jax.errors import TrainingError
 from synth_jax.train import integrity
 from synth_jax.train.integrity import checkpoint_manager  # noqa: F401  (the one constructor)
@@ -148,7 +148,7 @@ def run_phase(run: PhaseRun, state, iterator, mesh, mngr, recorder: Recorder):
       if step < run.steps and step % run.checkpoint_every == 0:
         _check(metrics, step, run, mngr)
         save(mngr, run.offset + step, state, meta(step, False), iterator)
-      if runs.should_stop():
+      if hosts.any_host(runs.should_stop()):  # every host stops at the same step
         _check(metrics, step, run, mngr)
         save(mngr, run.offset + step, state, meta(step, step == run.steps), iterator)
         raise runs.Preempted(f"phase {run.index} ({run.name}) saved at step {step}; rerun the "

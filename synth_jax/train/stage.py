@@ -262,7 +262,9 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
             t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
             cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
             label_smoothing=config.label_smoothing, dtype=t.dtype, norm=_norm_of(config),
-            domain=_domain(config) if phase.data == "paired" else None,
+            # Paired batches route each row by its own domain id (the pipeline's "domain"),
+            # not by position: on several hosts the global batch interleaves hosts' halves.
+            domain="batch" if phase.data == "paired" else None,
             state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh)),
         rng=streams.key(config.seed, "train_step", i),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
@@ -298,6 +300,7 @@ def record_results(t: Trainer, records: list, ev: dict, class_names, path: str) 
                             "source": config.get("input_norm_source", "")},
              "top1": ev["top1"], "top5": ev["top5"], "mean_per_class": ev["mean_per_class"],
              "per_class": dict(zip(class_names, ev["per_class"])),
+             "process_count": jax.process_count(), "device_count": jax.device_count(),
              "config": to_dict(config)}
   files.write_json(path, results)
   return results

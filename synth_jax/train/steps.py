@@ -39,13 +39,15 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
 
   Args:
     norm: (mean, std) the weights expect for uint8 batches (None: ImageNet's).
-    domain: the model's BN routing (None, an int, or static (n_real, n_syn) split sizes).
+    domain: the model's BN routing: None, an int, static (n_real, n_syn) split sizes, or
+      "batch" = each example's `batch["domain"]` id (right for any host count and row order).
     mixup_alpha/cutmix_alpha: > 0 turns the regularizer on (soft targets).
   """
   def step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     images = _images(batch, dtype, norm)
     labels = batch["label"]
+    route = batch["domain"] if isinstance(domain, str) and domain == "batch" else domain
     if mixup_alpha > 0 or cutmix_alpha > 0:
       images, targets = mixup_lib.mix_batch(rng, images, labels, num_classes, mixup_alpha,
                                             cutmix_alpha)
@@ -56,7 +58,7 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
 
     def loss_fn(params):
       (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                         images, train=True, domain=domain,
+                                         images, train=True, domain=route,
                                          mutable=["batch_stats"])
       loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
       return loss, (logits, updates.get("batch_stats", state.batch_stats))

@@ -1,0 +1,136 @@
+"""`synth-jax train` as 2 (and, slow, 4) jax.distributed processes == one process over the same
+global device count: final weights, BatchNorm statistics and results.json.
+
+Bound: the same global batch, the same per-example randomness and the same jitted program run on
+both; only the cross-device reductions differ (XLA's in-process all-reduce vs gloo across
+processes sum in another order). Step 1's loss and gradient norm agree to ~1e-7 relative; each
+later step amplifies that rounding (BatchNorm over 8-row per-domain batches at 16 px, lr 0.05, a
+loss that still jumps), so after the few steps run here weights agree to |diff| <= 2e-3 (measured:
+1.1e-3 for auxbn x2) and every step's logged loss to 1e-4 relative. Evaluation may flip a
+borderline example: top-1/top-5 within 2 examples.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from synth_jax.models import weights
+from synth_jax.train import loop
+from tests.multihost import harness
+from tests.train import helpers
+
+ATOL = 2e-3
+GLOBAL_DEVICES = 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  return helpers.write_data(tmp_path_factory.mktemp("data"))
+
+
+def train_args(workdir, real, syn, method, steps1=2, steps2=2, **extra):
+  kv = {"workdir": workdir, "dataset": real, "synthetic": syn, "model": "resnet:basic:1,1,1,1",
+        "init": "scratch", "augment.resolution": 16, "augment.min_scale": 0.6, "batch_size": 16,
+        "eval_batch_size": 64, "phase1.steps": steps1, "phase2.steps": steps2,
+        "phase1.learning_rate": 0.05, "phase2.learning_rate": 0.05, "log_every": 1,
+        "checkpoint_every": 100, "keep_checkpoints": 10, "tensorboard": False, **extra}
+  return (["train", "--config", helpers.BASE + f":method={method}"] +
+          [f"--config.{k}={v}" for k, v in kv.items()])
+
+
+def final_state(workdir):
+  import orbax.checkpoint as ocp
+  mngr = loop.checkpoint_manager(str(workdir), 10)
+  step = mngr.latest_step()
+  # Saved from another device topology: restore every array onto this process's first device.
+  meta = ocp.StandardCheckpointer().metadata(os.path.join(str(mngr.directory), str(step), "state"))
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                        getattr(meta, "item_metadata", meta))
+  tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+  tree = jax.device_get(tree)
+  return step, {**{f"params/{k}": v for k, v in weights.flatten(tree["params"]).items()},
+                **{f"stats/{k}": v for k, v in weights.flatten(tree["batch_stats"]).items()}}
+
+
+def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-4):
+  """Asserts the two run directories agree; returns the largest |difference| of any weight."""
+  step, got = final_state(multi)
+  ref_step, want = final_state(single)
+  assert step == ref_step and set(got) == set(want)
+  losses = [[json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))] for d in (multi, single)]
+  losses = [{r["step"]: r["train/loss"] for r in rows if "train/loss" in r} for rows in losses]
+  assert losses[0].keys() == losses[1].keys()
+  for step_, loss in losses[1].items():
+    assert losses[0][step_] == pytest.approx(loss, rel=loss_rel, abs=0), step_
+  worst = 0.0
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], atol=atol, rtol=0, err_msg=k)
+    worst = max(worst, float(np.max(np.abs(np.asarray(got[k], np.float64) - want[k]))))
+  res = [json.load(open(os.path.join(d, "results.json"))) for d in (multi, single)]
+  assert res[0]["process_count"] == processes and res[1]["process_count"] == ref_processes
+  assert res[0]["device_count"] == res[1]["device_count"] == GLOBAL_DEVICES
+  assert res[0]["steps"] == res[1]["steps"]
+  for k in ("top1", "top5"):
+    assert res[0][k] == pytest.approx(res[1][k], abs=2 / 359 + 1e-9), k  # 359 digits test images
+  assert [{k: v for k, v in r.items() if k not in ("top1", "top5", "mean_per_class")}
+          for r in res[0]["phases"]] == [
+              {k: v for k, v in r.items() if k not in ("top1", "top5", "mean_per_class")}
+              for r in res[1]["phases"]]
+  cfg = [json.load(open(os.path.join(d, "config.json")))["runtime"] for d in (multi, single)]
+  assert (cfg[0]["process_count"], cfg[1]["process_count"]) == (processes, ref_processes)
+  assert cfg[0]["device_count"] == cfg[1]["device_count"] == GLOBAL_DEVICES
+  # every process logged to its own file; only process 0 to the terminal
+  for i in range(processes):
+    assert os.path.getsize(os.path.join(log_dir or multi, "logs", f"host-{i}.log")) > 0
+  return worst
+
+
+def run_both(tmp_path, data, method, processes, **kw):
+  real, syn = data
+  multi, single = str(tmp_path / f"p{processes}"), str(tmp_path / "p1")
+  out = harness.run(train_args(multi, real, syn, method, **kw), processes,
+                    GLOBAL_DEVICES // processes)
+  harness.run(train_args(single, real, syn, method, **kw), 1, GLOBAL_DEVICES)
+  assert "resuming" not in out[0].stderr and out[1].stderr.count("phase 0") == 0  # p1 is silent
+  worst = compare_runs(multi, single, processes)
+  print(f"{method} x{processes}: largest weight difference {worst:.3g}")
+  return worst
+
+
+# Mixup pairs row i of the global batch with another row; host p feeds rows p::N of the one-process
+# order, stacked host after host, so on N hosts the pairs differ from one process (the same
+# distribution, other weights). bridged++ is compared with phase 1's Mixup off; see the note of
+# issue 18 for the pipeline change (contiguous host blocks) that would make the pairs agree.
+NO_MIXUP = {"phase1.mixup_alpha": 0.0}
+
+
+@pytest.mark.parametrize("method", ["auxbn", pytest.param("vanilla", marks=pytest.mark.slow),
+                                    pytest.param("bridged++", marks=pytest.mark.slow)])
+def test_two_processes_train_like_one(tmp_path, data, method):
+  run_both(tmp_path, data, method, 2, **(NO_MIXUP if method == "bridged++" else {}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vanilla", "bridged++", "auxbn"])
+def test_four_processes_train_like_one(tmp_path, data, method):
+  run_both(tmp_path, data, method, 4, **(NO_MIXUP if method == "bridged++" else {}))
+
+
+@pytest.mark.slow
+def test_sweep_point_two_processes_like_one(tmp_path, data):
+  """`synth-jax sweep` (one point) as 2 processes: the point trains like one process does."""
+  real, syn = data
+  def sweep_args(workdir):
+    args = train_args(workdir, real, syn, "vanilla")
+    return ["sweep", *args[1:], "--sweep", "seed=0"]
+  harness.run(sweep_args(str(tmp_path / "p2")), 2, GLOBAL_DEVICES // 2)
+  harness.run(sweep_args(str(tmp_path / "p1")), 1, GLOBAL_DEVICES)
+  point = os.path.join("points", "seed=0")
+  worst = compare_runs(str(tmp_path / "p2" / point), str(tmp_path / "p1" / point), 2,
+                       log_dir=str(tmp_path / "p2"))
+  print(f"sweep point x2: largest weight difference {worst:.3g}")
+  md = [open(tmp_path / d / "results.md").read() for d in ("p2", "p1")]
+  assert md[0] == md[1]
