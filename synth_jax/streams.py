@@ -45,6 +45,7 @@ STREAMS = {
     "generator_init": "random init of a generator's component (0 unet, 1 vae, 2 text encoder)",
     # train
     "model_init": "a classifier's random init",
+    "cas_sample": "the uint32 seed of image i of a CAS check's generated set (index)",
     "reference_classifier": "the report's CAS classifier init (no ids); its image subsets (1)",
     "head_reinit": "the re-initialised head before a phase (phase)",
     "train_step": "a phase's per-step randomness (Mixup, CutMix, dropout) (phase)",

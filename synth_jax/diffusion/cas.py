@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from synth_jax import streams
+
 
 def _features(images: np.ndarray) -> np.ndarray:
   """uint8 (N, H, W, 3) -> float (N, H*W) grayscale in [0, 1]."""
@@ -54,6 +56,7 @@ def generate_per_class(model_path: str, prompts: list[str], per_class: int, reso
   for start in range(0, len(labels), batch_size):
     lab = labels[start:start + batch_size]
     pad = np.concatenate([lab, np.zeros(batch_size - len(lab), np.int64)])
-    seeds = (seed * 1_000_003 + start + np.arange(batch_size)).astype(np.uint32)
+    seeds = np.array([streams.int_seed(seed, "cas_sample", start + i) for i in range(batch_size)],
+                     np.uint32)
     out.append(s([prompts[c] for c in pad], "", seeds, guidance)[:len(lab)])
   return np.concatenate(out), labels
