@@ -42,15 +42,15 @@ class TrainState:
     return jax.jit(make, out_shardings=shardings)(params, batch_stats)
 
 
-def state_shardings(params, batch_stats, tx, param_shardings, mesh) -> TrainState:
+def state_shardings(params, batch_stats, tx, placement, mesh) -> TrainState:
   """A TrainState of NamedShardings: params as given, momenta as their parameter, the rest
   (step, counts, BatchNorm statistics) replicated."""
   from synth_jax import sharding
   rep = sharding.replicated(mesh)
   opt_shape = jax.eval_shape(tx.init, params)
-  opt = optax.tree_map_params(tx, lambda _, s: s, opt_shape, param_shardings,
+  opt = optax.tree_map_params(tx, lambda _, s: s, opt_shape, placement,
                               transform_non_params=lambda _: rep)
-  return TrainState(step=rep, params=param_shardings,
+  return TrainState(step=rep, params=placement,
                     batch_stats=jax.tree.map(lambda _: rep, batch_stats), opt_state=opt)
 
 
