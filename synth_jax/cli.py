@@ -111,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                      lost_after_s=args.lost_after, init_timeout_s=args.init_timeout)
     runs.setup_logging(verbose)
     config = _load(args, overrides)
+    if args.stage == "report":
+      _report_dirs(config)
     from synth_jax import compile_cache
     compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
-    if config.get("workdir"):
+    if args.stage != "plan" and config.get("workdir"):
+      from synth_jax import checks
+      checks.validate(args.stage, config)  # a refused config leaves no log folder behind
       runs.host_log(runs.workdir(config))
     target = STAGES[args.stage][0]
     if args.stage == "plan":  # reads and writes no run directory
@@ -152,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
   finally:
     hosts.finish(ok)
   return 0
+
+
+def _report_dirs(config) -> None:
+  """report: RUN_DIR is required; its lock and record live in <RUN_DIR>/report unless given."""
+  from synth_jax.errors import ConfigError
+  if not config.get("run_dir"):
+    raise ConfigError("report needs the sweep directory: synth-jax report RUN_DIR "
+                      "(e.g. synth-jax report runs/study)")
+  if not config.get("workdir"):
+    config.workdir = os.path.join(str(config.run_dir), "report")
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
