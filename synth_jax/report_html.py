@@ -50,9 +50,9 @@ def validate(config) -> None:
   from synth_jax import checks
   from synth_jax.checks import BIG, Bool, Int, Path, Text
   checks.check(config, {
-      "run_dir": Path("dir", True, "runs/study"), "seed": Int(0, 2**32 - 1, 0), "quality": Bool(),
-      "max_images": Int(0, BIG, 2000), "sheet_per_class": Int(1, 100, 8),
-      "sheet_classes": Int(1, 1000, 10), "title": Text(max_len=500, example="'my study'")})
+      "seed": Int(0, 2**32 - 1, 0), "quality": Bool(), "max_images": Int(0, BIG, 2000),
+      "sheet_per_class": Int(1, 100, 8), "sheet_classes": Int(1, 1000, 10),
+      "title": Text(max_len=500, example="'my study'"), "run_dir": Path("dir", True, "runs/study")})
   try:
     sweeps = find_sweeps(os.path.abspath(os.path.expanduser(config.run_dir)))
   except (OSError, ValueError) as e:
