@@ -115,10 +115,6 @@ def main(argv: list[str] | None = None) -> int:
       _report_dirs(config)
     from synth_jax import compile_cache
     compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
-    if args.stage != "plan" and config.get("workdir"):
-      from synth_jax import checks
-      checks.validate(args.stage, config)  # a refused config leaves no log folder behind
-      runs.host_log(runs.workdir(config))
     target = STAGES[args.stage][0]
     if args.stage == "plan":  # reads and writes no run directory
       _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
       stage_fn = lambda c: _resolve(target)(c, args.sweep, print_only=args.print_only)  # noqa: E731
     else:
       stage_fn = lambda c: _resolve(target)(c)  # noqa: E731
-    runs.run_stage(args.stage, stage_fn, config)
+    runs.run_stage(args.stage, stage_fn, config, log=True)  # logs/host-<i>.log after validation
     ok = True
   except runs.Preempted as e:
     ok = True

@@ -220,12 +220,12 @@ def validate(config, stage: str, devices, chips) -> None:
                       f"list of {', '.join(planner.CHIPS)}")
   for c in chips:
     planner.chip(c)
-  rules = {"batch_size": Int(1, 65536, 32), "dtype": OneOf(checks.DTYPES, "bfloat16"),
+  rules = {"batch_size": Int(1, 2**20, 32), "dtype": OneOf(checks.DTYPES, "bfloat16"),
            "model_path": Text(), "steps": Int(1, checks.BIG, 25), "resolution": Int(0, 4096, 512)}
   if stage == "finetune":
     rules.update({"grad_accum": Int(1, 65536, 1), "remat": checks.Bool()})
   if stage == "train":
-    rules = {"batch_size": Int(1, 65536, 256), "model": Text(True, "resnet50"),
+    rules = {"batch_size": Int(1, 2**20, 256), "model": Text(True, "resnet50"),
              "augment.resolution": Int(8, 4096, 224), "dtype": OneOf(checks.DTYPES, "float32")}
   checks.check(config, rules)
   if stage == "finetune" and config.batch_size % config.grad_accum:

@@ -57,7 +57,7 @@ def test_finetune_bad_value_is_one_line_and_nothing_is_written(inputs, capfd, sp
 
 
 def test_refused_generate_on_the_cli_leaves_no_log_folder(tmp_path, capfd):
-  """The CLI validates before it opens <workdir>/logs/host-0.log (it used to leave that behind)."""
+  """The CLI opens <workdir>/logs/host-0.log only after validation (it used to leave it behind)."""
   rc = cli.main(["generate", "--config", f"{GENERATE}:model=/nonexistent",
                  f"--config.workdir={tmp_path / 'g'}", "--config.steps=-1"])
   assert rc == 2 and "config.steps=-1 must be >= 1" in _line(capfd)
