@@ -122,6 +122,8 @@ class Text:
       return "is not a string"
     if self.nonempty and not v.strip():
       return "is empty"
+    if "\0" in v:  # no name, path or prompt holds one; os.path functions raise ValueError on it
+      return "contains a NUL character"
     return f"is longer than {self.max_len} characters" if len(v) > self.max_len else None
 
 
