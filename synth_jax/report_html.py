@@ -56,11 +56,12 @@ def validate(config) -> None:
   try:
     sweeps = find_sweeps(os.path.abspath(os.path.expanduser(config.run_dir)))
   except (OSError, ValueError) as e:
-    raise checks.bad("run_dir", config.run_dir, f"has an unreadable results.json ({type(e).__name__}); "
-                     "rerun the sweep that wrote it", "runs/study") from None
+    raise checks.bad("run_dir", config.run_dir, "has an unreadable results.json "
+                     f"({type(e).__name__}); rerun the sweep that wrote it", "runs/study") from None
   if not sweeps:
-    raise checks.bad("run_dir", config.run_dir, "holds no sweep results (results.json with 'cells'); "
-                     "pass a directory `synth-jax sweep` wrote, or a folder of them", "runs/study")
+    raise checks.bad("run_dir", config.run_dir, "holds no sweep results (results.json with "
+                     "'cells'); pass a directory `synth-jax sweep` wrote, or a folder of them",
+                     "runs/study")
 
 
 def report(config) -> str:

@@ -56,16 +56,19 @@ def validate(config) -> None:
       "scratch.max_length": Int(2, 512, 16), "scratch.vae_steps": Int(1, BIG, 400),
       "scratch.vae_batch_size": Int(1, 4096, 32),
       "scratch.vae_learning_rate": Float(0, 1, 1e-3, lo_open=True),
-      "scratch.vae_kl_weight": Float(0, 1000, 1e-4), "scratch.vae_holdout": Float(0, 0.5, 0.1, lo_open=True),
+      "scratch.vae_kl_weight": Float(0, 1000, 1e-4),
+      "scratch.vae_holdout": Float(0, 0.5, 0.1, lo_open=True),
       "scratch.scheduler.prediction_type": OneOf(("epsilon", "v_prediction"), "epsilon")})
   if config.get("shots") == 0:
     raise checks.bad("shots", 0, "selects nothing; use -1 for all or k >= 1", 10)
   if not isinstance(config.get("templates"), (list, tuple)) or not config.templates or not all(
       isinstance(t, str) and t.count("{}") == 1 for t in config.templates):
     raise checks.bad("templates", config.get("templates"),
-                     "must be a list of captions with one '{}' for the class name", "\"['a photo of a {}']\"")
+                     "must be a list of captions with one '{}' for the class name",
+                     "\"['a photo of a {}']\"")
   if config.batch_size % config.grad_accum:
-    raise checks.bad("grad_accum", config.grad_accum, f"does not divide batch_size={config.batch_size}", 1)
+    raise checks.bad("grad_accum", config.grad_accum,
+                     f"does not divide batch_size={config.batch_size}", 1)
   run_dir = runs.workdir(config)
   if config.init == "pretrained":
     checks.check(config, {"model_path": Path("dir", True, "/models/sd15")})
@@ -77,12 +80,14 @@ def validate(config) -> None:
     _validate_scratch(config)
   if config.dataset.startswith(("/", "./", "../", "~")) and not os.path.isdir(
       os.path.expanduser(config.dataset)):
-    raise checks.bad("dataset", config.dataset, "does not exist (a folder or a dataset name)", "cars")
+    raise checks.bad("dataset", config.dataset, "does not exist (a folder or a dataset name)",
+                     "cars")
   if os.path.isdir(os.path.expanduser(config.dataset)):
     checks.not_inside_input(run_dir, "dataset", config.dataset)
   if config.resolution % _vae_factor(config):
     f = _vae_factor(config)
-    raise checks.bad("resolution", config.resolution, f"is not divisible by {f} (the VAE's and the UNet's downsampling)", 64 * f)
+    raise checks.bad("resolution", config.resolution,
+                     f"is not divisible by {f} (the VAE's and the UNet's downsampling)", 64 * f)
   mesh = sharding.make_mesh(config.mesh)  # reads the devices only; a bad mesh is a MeshError
   sharding.check_batch(mesh, config.batch_size // config.grad_accum, "batch_size / grad_accum")
 

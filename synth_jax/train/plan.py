@@ -229,7 +229,8 @@ def validate(config, stage: str, devices, chips) -> None:
              "augment.resolution": Int(8, 4096, 224), "dtype": OneOf(checks.DTYPES, "float32")}
   checks.check(config, rules)
   if stage == "finetune" and config.batch_size % config.grad_accum:
-    raise checks.bad("grad_accum", config.grad_accum, f"does not divide batch_size={config.batch_size}", 1)
+    raise checks.bad("grad_accum", config.grad_accum,
+                     f"does not divide batch_size={config.batch_size}", 1)
 
 
 def plan(config, devices: int = 1, chips=tuple(planner.CHIPS), out=sys.stdout) -> dict:
