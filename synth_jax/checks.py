@@ -28,6 +28,8 @@ VALIDATORS = {
     "data": "synth_jax.data.stage:validate",
     "train": "synth_jax.train.checks:validate",
     "demo": "synth_jax.demo:validate",
+    "finetune": "synth_jax.diffusion.finetune:validate",
+    "report": "synth_jax.report_html:validate",
     # sweep: its axes are not in the config; `sweep` validates every point before the first runs.
 }
 # Keys a rerun may change without changing the stage's outputs (everything else must match).
@@ -36,6 +38,9 @@ MAY_CHANGE = {
     "generate": ("batch_size", "mesh", "encode_threads", "attention", "fsdp"),
     "train": ("mesh", "workers"),
     "invert": ("mesh", "fsdp", "encode_batch_size"),
+    "finetune": ("mesh", "compile_cache", "encode_batch_size"),
+    # report: the page is rebuilt from the run dir each time; a title or sheet size may change
+    "report": ("title", "sheet_per_class", "sheet_classes"),
 }
 DTYPES = ("float32", "bfloat16", "float16")
 BIG = 10**9  # "huge" counts: beyond any real dataset, and small enough to never overflow
@@ -117,6 +122,8 @@ class Text:
       return "is not a string"
     if self.nonempty and not v.strip():
       return "is empty"
+    if "\0" in v:  # no name, path or prompt holds one; os.path functions raise ValueError on it
+      return "contains a NUL character"
     return f"is longer than {self.max_len} characters" if len(v) > self.max_len else None
 
 

@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                      lost_after_s=args.lost_after, init_timeout_s=args.init_timeout)
     runs.setup_logging(verbose)
     config = _load(args, overrides)
+    if args.stage == "report":
+      _report_dirs(config)
     from synth_jax import compile_cache
     compile_cache.setup(config.get("compile_cache", ""))  # before anything compiles
-    if config.get("workdir"):
-      runs.host_log(runs.workdir(config))
     target = STAGES[args.stage][0]
     if args.stage == "plan":  # reads and writes no run directory
       _resolve(target)(config, devices=args.devices, chips=tuple(args.chip.split(",")))
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
       stage_fn = lambda c: _resolve(target)(c, args.sweep, print_only=args.print_only)  # noqa: E731
     else:
       stage_fn = lambda c: _resolve(target)(c)  # noqa: E731
-    runs.run_stage(args.stage, stage_fn, config)
+    runs.run_stage(args.stage, stage_fn, config, log=True)  # logs/host-<i>.log after validation
     ok = True
   except runs.Preempted as e:
     ok = True
@@ -152,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
   finally:
     hosts.finish(ok)
   return 0
+
+
+def _report_dirs(config) -> None:
+  """report: RUN_DIR is required; its lock and record live in <RUN_DIR>/report unless given."""
+  from synth_jax.errors import ConfigError
+  if not config.get("run_dir"):
+    raise ConfigError("report needs the sweep directory: synth-jax report RUN_DIR "
+                      "(e.g. synth-jax report runs/study)")
+  if not config.get("workdir"):
+    config.workdir = os.path.join(str(config.run_dir), "report")
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -44,6 +44,26 @@ def get_config(arg=None):
   return c
 
 
+def validate(config) -> None:
+  """Every field before anything is written (checks.VALIDATORS["report"]): run_dir must be a
+  directory `synth-jax sweep` wrote (or a folder of them)."""
+  from synth_jax import checks
+  from synth_jax.checks import BIG, Bool, Int, Path, Text
+  checks.check(config, {
+      "seed": Int(0, 2**32 - 1, 0), "quality": Bool(), "max_images": Int(0, BIG, 2000),
+      "sheet_per_class": Int(1, 100, 8), "sheet_classes": Int(1, 1000, 10),
+      "title": Text(max_len=500, example="'my study'"), "run_dir": Path("dir", True, "runs/study")})
+  try:
+    sweeps = find_sweeps(os.path.abspath(os.path.expanduser(config.run_dir)))
+  except (OSError, ValueError) as e:
+    raise checks.bad("run_dir", config.run_dir, "has an unreadable results.json "
+                     f"({type(e).__name__}); rerun the sweep that wrote it", "runs/study") from None
+  if not sweeps:
+    raise checks.bad("run_dir", config.run_dir, "holds no sweep results (results.json with "
+                     "'cells'); pass a directory `synth-jax sweep` wrote, or a folder of them",
+                     "runs/study")
+
+
 def report(config) -> str:
   """Writes <run_dir>/report.html; returns its path."""
   run_dir = os.path.abspath(os.path.expanduser(str(config.run_dir)))

@@ -50,24 +50,44 @@ def workdir(config) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def run_stage(stage: str, fn: Callable[[Any], Any], config) -> Any:
+def run_stage(stage: str, fn: Callable[[Any], Any], config, log: bool = False) -> Any:
   """config -> validated -> run dir (locked, config.json written) -> stage function.
 
   The stage's registered validator (checks.VALIDATORS) runs before the run directory is created,
   and a rerun whose settings differ from the recorded ones is refused before anything is written.
   A refusal raised by the stage before it wrote any output leaves the run directory exactly as it
-  was found: config records restored, folders it created removed.
+  was found: config records restored, folders it created removed, and (`log`: the CLI's
+  `<run_dir>/logs/host-<i>.log`, opened only after validation) a log file it started removed.
   """
   from synth_jax import checks
   run_dir = workdir(config)
   checks.validate(stage, config)
   created = _first_missing(run_dir)
   before = _tree(run_dir)
+  new_log = None
+  if log:
+    from synth_jax import hosts
+    path = os.path.join(run_dir, "logs", f"host-{hosts.index()}.log")
+    new_log = None if os.path.exists(path) else path
+    host_log(run_dir)
   try:
     return _run_locked(stage, fn, config, run_dir, before)
   except _Refused as r:
+    if new_log:
+      _drop_log(new_log)
     _remove_new_dirs(run_dir, before, created)  # after the lock is gone
     raise r.error from None
+
+
+def _drop_log(path: str) -> None:
+  """Detaches and deletes a host log a refused run started (it logged no work)."""
+  root = logging.getLogger()
+  for h in list(root.handlers):
+    if isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path):
+      root.removeHandler(h)
+      h.close()
+  with contextlib.suppress(FileNotFoundError):
+    os.unlink(path)
 
 
 class _Refused(Exception):
@@ -121,6 +141,8 @@ def _tree(run_dir: str) -> dict | None:
     for n in names:
       if rel == "." and (n == ".lock" or (n.startswith("config.") and n.endswith(".json"))):
         continue
+      if rel == "logs" and n.startswith("host-") and n.endswith(".log"):
+        continue  # a log grows while a stage checks its inputs: not an output
       with contextlib.suppress(OSError):
         st = os.stat(os.path.join(root, n))
         out[os.path.normpath(os.path.join(rel, n))] = (st.st_size, st.st_mtime_ns)

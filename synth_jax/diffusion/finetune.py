@@ -33,23 +33,98 @@ INITS = ("pretrained", "scratch")
 
 
 def validate(config) -> None:
-  if int(config.steps) < 1:
-    raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=15000")
-  if float(config.learning_rate) <= 0:
-    raise ConfigError(f"learning_rate={config.learning_rate} must be > 0")
-  if int(config.resolution) % 8:
-    raise ConfigError(f"resolution={config.resolution} is not divisible by 8; use e.g. 512")
-  if config.init not in INITS:
-    raise ConfigError(f"init={config.init!r} is not one of {list(INITS)}; pass e.g. "
-                      "--config.init=pretrained")
-  if not 0 <= float(config.caption_dropout) < 1:
-    raise ConfigError(f"caption_dropout={config.caption_dropout} must be in [0, 1); e.g. 0.1")
-  if int(config.checkpoint_every) < 1:
-    raise ConfigError(f"checkpoint_every={config.checkpoint_every} must be >= 1")
-  for key in ("center_crop", "flip", "ema", "remat", "train_text_encoder"):
-    if not isinstance(config.get(key), bool):
-      raise ConfigError(f"{key}={config.get(key)!r} must be True or False; pass e.g. "
-                        f"--config.{key}=True")
+  """Every field before any model loads or anything is written (checks.VALIDATORS["finetune"])."""
+  from synth_jax import checks
+  from synth_jax.checks import BIG, Bool, Float, Int, OneOf, Path, Text
+  checks.check(config, {
+      "compile_cache": Text(), "model_path": Text(), "init": OneOf(INITS, "pretrained"),
+      "dtype": OneOf(("float32", "bfloat16"), "bfloat16"),
+      "dataset": Text(True, "cars"), "data_dir": Path("dir"), "split": Text(True, "train"),
+      "shots": Int(-1, BIG, 10), "max_images": Int(0, BIG, 0), "resolution": Int(8, 4096, 512),
+      "center_crop": Bool(), "flip": Bool(), "encode_batch_size": Int(1, 4096, 16),
+      "prompts_path": Path("file"), "caption_dropout": Float(0, 0.99, 0.1),
+      "snr_gamma": Float(0, 100, 5.0), "noise_offset": Float(0, 1, 0.05),
+      "steps": Int(1, BIG, 15000), "batch_size": Int(1, 65536, 32), "grad_accum": Int(1, 65536, 1),
+      "learning_rate": Float(0, 1, 1e-5, lo_open=True), "warmup_steps": Int(0, BIG, 0),
+      "adam_beta1": Float(0, 0.9999, 0.9), "adam_beta2": Float(0, 0.9999999, 0.999),
+      "adam_epsilon": Float(0, 1, 1e-8, lo_open=True), "weight_decay": Float(0, 10, 1e-2),
+      "max_grad_norm": Float(0, 1e6, 1.0), "ema": Bool(), "ema_decay": Float(0, 1, 0.9999),
+      "remat": Bool(), "train_text_encoder": Bool(), "seed": Int(0, 2**32 - 1, 0),
+      "checkpoint_every": Int(1, BIG, 500), "keep_checkpoints": Int(1, 1000, 2),
+      "preview_every": Int(0, BIG, 0), "preview_images": Int(0, 1024, 8),
+      "preview_steps": Int(1, 1000, 25), "preview_guidance": Float(0, 50, 7.5),
+      "scratch.max_length": Int(2, 512, 16), "scratch.vae_steps": Int(1, BIG, 400),
+      "scratch.vae_batch_size": Int(1, 4096, 32),
+      "scratch.vae_learning_rate": Float(0, 1, 1e-3, lo_open=True),
+      "scratch.vae_kl_weight": Float(0, 1000, 1e-4),
+      "scratch.vae_holdout": Float(0, 0.5, 0.1, lo_open=True),
+      "scratch.scheduler.prediction_type": OneOf(("epsilon", "v_prediction"), "epsilon")})
+  if config.get("shots") == 0:
+    raise checks.bad("shots", 0, "selects nothing; use -1 for all or k >= 1", 10)
+  if not isinstance(config.get("templates"), (list, tuple)) or not config.templates or not all(
+      isinstance(t, str) and t.count("{}") == 1 for t in config.templates):
+    raise checks.bad("templates", config.get("templates"),
+                     "must be a list of captions with one '{}' for the class name",
+                     "\"['a photo of a {}']\"")
+  if config.batch_size % config.grad_accum:
+    raise checks.bad("grad_accum", config.grad_accum,
+                     f"does not divide batch_size={config.batch_size}", 1)
+  run_dir = runs.workdir(config)
+  if config.init == "pretrained":
+    checks.check(config, {"model_path": Path("dir", True, "/models/sd15")})
+    if not os.path.isfile(os.path.join(os.path.expanduser(config.model_path), "model_index.json")):
+      raise checks.bad("model_path", config.model_path, "is not a diffusers pipeline folder "
+                       "(no model_index.json); or pass --config.init=scratch", "/models/sd15")
+    checks.not_inside_input(run_dir, "model_path", config.model_path)
+  else:
+    _validate_scratch(config)
+  if config.dataset.startswith(("/", "./", "../", "~")) and not os.path.isdir(
+      os.path.expanduser(config.dataset)):
+    raise checks.bad("dataset", config.dataset, "does not exist (a folder or a dataset name)",
+                     "cars")
+  if os.path.isdir(os.path.expanduser(config.dataset)):
+    checks.not_inside_input(run_dir, "dataset", config.dataset)
+  if config.resolution % _vae_factor(config):
+    f = _vae_factor(config)
+    raise checks.bad("resolution", config.resolution,
+                     f"is not divisible by {f} (the VAE's and the UNet's downsampling)", 64 * f)
+  mesh = sharding.make_mesh(config.mesh)  # reads the devices only; a bad mesh is a MeshError
+  sharding.check_batch(mesh, config.batch_size // config.grad_accum, "batch_size / grad_accum")
+
+
+def _vae_factor(config) -> int:
+  """Pixels per latent side, times the UNet's downsampling (pretrained SD: 8 x 8)."""
+  if config.init != "scratch":
+    return 8
+  sc = config.scratch
+  return 2 ** (len(sc.vae.block_out_channels) - 1) * 2 ** (len(sc.unet.block_out_channels) - 1)
+
+
+def _validate_scratch(config) -> None:
+  """init=scratch: the model sizes (diffusers/transformers keys) are positive and consistent."""
+  from synth_jax import checks
+  sc = config.get("scratch")
+  if sc is None or not all(k in sc for k in ("vae", "unet", "text_encoder")):
+    raise checks.bad("scratch", sc, "needs the model sizes (vae, unet, text_encoder) for "
+                     "init=scratch; start from configs/finetune/digits_scratch.py", "...")
+  for part in ("vae", "unet", "text_encoder"):
+    for k, v in sc[part].items():
+      key = f"scratch.{part}.{k}"
+      if isinstance(v, bool):
+        continue
+      if isinstance(v, int) and not 1 <= v <= 65536:
+        raise checks.bad(key, v, "must be in [1, 65536]", 32)
+      if k == "block_out_channels" and (not isinstance(v, (list, tuple)) or not v or not all(
+          isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 65536 for c in v)):
+        raise checks.bad(key, v, "must be a list of channel counts", "'(32, 64)'")
+    groups = sc[part].get("norm_num_groups")
+    if isinstance(groups, int) and any(c % groups for c in sc[part].get("block_out_channels", ())):
+      raise checks.bad(f"scratch.{part}.norm_num_groups", groups,
+                       f"does not divide block_out_channels={tuple(sc[part].block_out_channels)}", 8)
+  heads = sc.text_encoder.get("num_attention_heads")
+  if isinstance(heads, int) and sc.text_encoder.get("hidden_size", heads) % heads:
+    raise checks.bad("scratch.text_encoder.num_attention_heads", heads,
+                     f"does not divide hidden_size={sc.text_encoder.hidden_size}", 4)
 
 
 def base_model(config, mesh, workdir: str) -> str:

@@ -19,7 +19,8 @@ INIT_FORMATS = ("torchvision", "timm", "hf", "big_vision")
 _PHASE = {"steps": Int(0, BIG, 100, none_ok=True), "epochs": Float(0, 10**6, 30, none_ok=True),
           "examples": Int(0, 10**15, 100000, none_ok=True),
           "learning_rate": Float(0, 100, 0.01, lo_open=True), "warmup_fraction": Float(0, 1, 0.05),
-          "mixup_alpha": Float(0, 100, 0.2, none_ok=True), "cutmix_alpha": Float(0, 100, 1.0)}
+          "mixup_alpha": Float(0, 100, 0.2, none_ok=True), "cutmix_alpha": Float(0, 100, 1.0),
+          "min_steps": Int(0, BIG, 500)}
 RULES = {
     "method": OneOf(METHODS, "vanilla"), "seed": Int(0, 2**32 - 1, 0),
     "dataset": Text(True, "digits"), "data_dir": Text(), "manual_dir": Text(),
@@ -40,6 +41,8 @@ RULES = {
     **{f"phase{i}.{k}": r for i in (1, 2) for k, r in _PHASE.items()},
     "log_every": Int(1, BIG, 50), "eval_every": Int(0, BIG, 0),
     "checkpoint_every": Int(1, BIG, 500), "keep_checkpoints": Int(1, 1000, 2),
+    "auxbn_separate_affine": Bool(), "batch_cap_by_data": Bool(), "epochs_in_real_images": Bool(),
+    "bn_recalibrate_images": Int(0, BIG, 10000),
 }
 _MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_s16", "vit_b16",
            "vit_b32", "vit_l16")

@@ -206,13 +206,37 @@ PLANNERS = {"generate": plan_generate, "finetune": plan_finetune, "invert": plan
             "train": plan_train}
 
 
+def validate(config, stage: str, devices, chips) -> None:
+  """The values the plan's shapes come from, the devices and the chips, before anything compiles
+  (one line each; the stage's own validator would also demand weights and data, which plan needs
+  neither of)."""
+  from synth_jax import checks
+  from synth_jax.checks import Int, OneOf, Text
+  if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= 65536:
+    raise ConfigError(f"--devices={devices} must be an integer in [1, 65536]; e.g. --devices 8")
+  chips = [chips] if isinstance(chips, str) else list(chips)
+  if not chips or not all(isinstance(c, str) and c.strip() for c in chips):
+    raise ConfigError(f"--chip={','.join(map(str, chips))!r} names no chip; use a comma-separated "
+                      f"list of {', '.join(planner.CHIPS)}")
+  for c in chips:
+    planner.chip(c)
+  rules = {"batch_size": Int(1, 2**20, 32), "dtype": OneOf(checks.DTYPES, "bfloat16"),
+           "model_path": Text(), "steps": Int(1, checks.BIG, 25), "resolution": Int(0, 4096, 512)}
+  if stage == "finetune":
+    rules.update({"grad_accum": Int(1, 65536, 1), "remat": checks.Bool()})
+  if stage == "train":
+    rules = {"batch_size": Int(1, 2**20, 256), "model": Text(True, "resnet50"),
+             "augment.resolution": Int(8, 4096, 224), "dtype": OneOf(checks.DTYPES, "float32")}
+  checks.check(config, rules)
+  if stage == "finetune" and config.batch_size % config.grad_accum:
+    raise checks.bad("grad_accum", config.grad_accum,
+                     f"does not divide batch_size={config.batch_size}", 1)
+
+
 def plan(config, devices: int = 1, chips=tuple(planner.CHIPS), out=sys.stdout) -> dict:
   """Compiles the config's step for its per-device batch, prints a table and JSON, returns it."""
   stage = stage_of(config)
-  for c in chips:
-    planner.chip(c)
-  if devices < 1:
-    raise ConfigError(f"--devices={devices} must be >= 1")
+  validate(config, stage, devices, chips)
   per_device = max(1, math.ceil(int(config.batch_size) / devices))
   if stage == "finetune":
     per_device = max(1, per_device // max(1, int(config.get("grad_accum", 1))))

@@ -26,6 +26,10 @@ BASES = {  # stage -> (config spec, overrides that make it a runnable config)
     "data": ("data/import.py:source=SRC,name=pets", []),
     "train": ("train/base.py:smoke", []),
     "demo": (None, []),
+    # ROOT/sd holds a model_index.json, ROOT/sweep a sweep's results.json (see _stage_test)
+    "finetune": ("finetune/base.py:model=ROOT/sd,dataset=SRC", []),
+    "finetune-scratch": ("finetune/digits_scratch.py:dataset=SRC", []),
+    "report": ("synth_jax.report_html:get_config", ["run_dir=ROOT/sweep"]),
 }
 ODD = st.sampled_from(["", "-1", "0", "1", "-7", "2.5", "1e999", "nan", "-inf", "9" * 400,
                        "abc", "猫\u202e", "[1, 2]", "{'a': 1}", "None", "yes", "x" * 5000,
@@ -38,14 +42,17 @@ class _Validated(ConfigError):
 
 def _load(stage, src, work, overrides=()):
   spec, base = BASES[stage]
-  extra = [f"workdir={work}", *base, *overrides]
-  if spec is None:
-    from synth_jax import demo
-    cfg = demo.get_config()
+  root = os.path.dirname(str(src))
+  fill = lambda t: t.replace("SRC", str(src)).replace("ROOT", root)  # noqa: E731
+  extra = [f"workdir={work}", *map(fill, base), *overrides]
+  if spec is None or ":get_config" in spec:
+    import importlib
+    module, _, fn = (spec or "synth_jax.demo:get_config").partition(":")
+    cfg = getattr(importlib.import_module(module), fn)()
     for item in extra:
       config_lib.apply_override(cfg, item)
     return cfg
-  return config_lib.load_config(os.path.join(REPO, "configs", spec.replace("SRC", str(src))), extra)
+  return config_lib.load_config(os.path.join(REPO, "configs", fill(spec)), extra)
 
 
 def _leaves(cfg, prefix=""):
@@ -78,6 +85,10 @@ def _stage_test(stage):
     src = root / "src"
     os.makedirs(src / "cat")
     os.makedirs(src / "dog")
+    (root / "sd").mkdir()
+    (root / "sd" / "model_index.json").write_text("{}")
+    (root / "sweep").mkdir()
+    (root / "sweep" / "results.json").write_text('{"cells": []}')
     work = root / "run"
     work.mkdir()
     (work / "keep.txt").write_text("before")
@@ -90,7 +101,7 @@ def _stage_test(stage):
       raise _Validated("validated")
     try:
       cfg = _load(stage, src, work, overrides)
-      runs.run_stage(stage, stop, cfg)
+      runs.run_stage(stage.split("-")[0], stop, cfg)
     except _Validated:
       outcome = "accepted"
     except SynthJaxError as e:
@@ -105,7 +116,19 @@ def _stage_test(stage):
 COUNTS = {}
 
 
-@pytest.mark.parametrize("stage", ["data", "demo", "filter", "generate", "invert", "prompts", "train"])
+def _with(cfg, key, value):
+  """A copy of cfg with cfg[key] = value of another type (as a Python config file could set it)."""
+  d = cfg.to_dict()
+  *parents, last = key.split(".")
+  node = d
+  for p in parents:
+    node = node[p]
+  node[last] = value
+  return config_lib.ConfigDict(d)
+
+
+@pytest.mark.parametrize("stage", ["data", "demo", "filter", "finetune", "finetune-scratch",
+                                   "generate", "invert", "prompts", "report", "train"])
 def test_any_override_is_refused_in_one_line_or_accepted_and_the_run_dir_is_untouched(
     stage, tmp_path_factory):
   assert stage in BASES
@@ -127,14 +150,26 @@ def test_every_numeric_and_bool_field_has_a_rule():
       v, str) and k not in train_checks.RULES and not k.startswith("mesh.")]
   missing += [k for k in ("phase1.steps", "phase1.examples", "reinit_head") if k not in train_checks.RULES]
   assert missing == []
-  # every other stage: drive each such key to a huge value and expect a refusal naming it
-  for stage in ("generate", "invert", "prompts", "filter", "data", "demo"):
+  # every other stage: drive each such key to a huge value (finetune, report: each bool key to a
+  # non-bool) and expect a refusal naming it
+  for stage in ("generate", "invert", "prompts", "filter", "data", "demo", "finetune",
+                "finetune-scratch", "report"):
     for key, value in _leaves(_load(stage, REPO, "/tmp/w")):
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or key.startswith("mesh."):
+      if key.startswith("mesh."):
+        continue
+      if isinstance(value, bool):  # a bool key refuses a non-bool
+        # (scratch.vae/unet/text_encoder are diffusers/transformers config keys passed through)
+        if stage.startswith(("finetune", "report")) and not key.startswith(
+            ("scratch.vae.", "scratch.unet.", "scratch.text_encoder.")):
+          cfg = _with(_load(stage, REPO, "/tmp/w"), key, "maybe")
+          with pytest.raises(SynthJaxError, match=key.replace(".", r"\.")):
+            checks.validate(stage.split("-")[0], cfg)
+        continue
+      if not isinstance(value, (int, float)):
         continue
       huge = "1e300" if isinstance(value, float) else str(10**15)
       cfg = _load(stage, REPO, "/tmp/w", [f"{key}={huge}"])
       with pytest.raises(SynthJaxError) as e:
-        checks.validate(stage, cfg)
+        checks.validate(stage.split("-")[0], cfg)
       assert key in str(e.value), (stage, key, str(e.value))
   assert math.isfinite(1.0)
