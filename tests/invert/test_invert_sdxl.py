@@ -147,3 +147,30 @@ def test_sdxl_token_gradients_match_diffusers_training_forward(setup, tmp_path):
     diffs[name] = float(max_abs(np.asarray(grad[name])[0], ref) / np.abs(ref).max())
   print(f"SDXL token-row gradients vs PyTorch, max abs diff / max |grad|: {diffs}")
   assert all(v <= 1e-4 for v in diffs.values()), diffs
+
+
+@pytest.mark.slow
+def test_sdxl_invert_stage_resumes_previews_and_generate_loads(setup, tmp_path):
+  """The whole stage on SDXL: checkpoints (both rows), a resume, the preview through our SDXL
+  sampler, and the exported file as generate's `style_token_path`."""
+  import os
+  from synth_jax.diffusion import generate
+  root, data, _ = setup
+  cfg = _config(root, data, tmp_path / "e2e")
+  cfg.steps, cfg.checkpoint_every, cfg.preview_images, cfg.preview_steps = 2, 1, 1, 2
+  out = invert.invert(cfg)
+  assert os.path.isfile(tmp_path / "e2e" / "preview_contact_sheet.png")
+  first = weights.read_tensors(out)
+  assert {k: v.shape for k, v in first.items()} == {"clip_l": (1, 32), "clip_g": (1, 24)}
+  os.remove(out)  # as if killed before the export: the rerun restores step 2 and re-exports
+  cfg.preview_images = 0
+  assert invert.invert(cfg) == out
+  for k, v in weights.read_tensors(out).items():
+    np.testing.assert_array_equal(v, first[k])
+  gen = config_lib.load_config(os.path.join(os.path.dirname(BASE), "..", "generate", "base.py"),
+                               [f"model_path={root / 'xl'}", f"style_token_path={out}",
+                                "batch_size=8", "steps=1", "resolution=16", "dtype=float32"])
+  s = generate._default_sampler(gen)
+  assert s.pipe.tokenizer_2.convert_tokens_to_ids(cfg.token) == len(s.pipe.tokenizer_2) - 1
+  token_check.check_prompt_tokens([f"a photo in the style of {cfg.token}"], s.pipe.tokenizer,
+                                  token_check.loaded_tokens(out))
