@@ -12,7 +12,8 @@ class name: the token stands for the dataset. The batch of step s, its flips, te
 and timesteps all derive from (seed, s), so a run resumed from an orbax checkpoint ends
 bit-identical to an uninterrupted one; every checkpoint file's size and sha256 are recorded and
 checked before a restore. Writes `learned_embeds.safetensors` (diffusers' textual-inversion
-layout) and a preview contact sheet.
+layout; for SDXL its `clip_l`/`clip_g` layout, the token trained in both encoders: `invert_xl.py`)
+and a preview contact sheet.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from synth_jax import checkpoint_integrity, faults, files, hosts, runs, sharding, streams
 from synth_jax import config as config_lib
-from synth_jax.diffusion import invert_data, invert_state
+from synth_jax.diffusion import invert_data, invert_state, invert_xl
 from synth_jax.diffusion import loading, schedulers, textual_inversion
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 from synth_jax.models import clip_text, weights
@@ -88,13 +89,13 @@ def tokens_for(config, class_names) -> list[str]:
   return [config.token]
 
 
-def _init_vectors(pipe, words: list[str]) -> np.ndarray:
+def _init_vectors(pipe, words: list[str], encoder: str = "text_encoder",
+                  tokenizer=None) -> np.ndarray:
   """Each token starts at the embedding of its init word (mean over its BPE pieces)."""
-  table = np.asarray(weights.flatten(pipe.params["text_encoder"])[clip_text.TOKEN_EMBEDDING],
-                     np.float32)
+  table = np.asarray(weights.flatten(pipe.params[encoder])[clip_text.TOKEN_EMBEDDING], np.float32)
   out = []
   for w in words:
-    ids = pipe.tokenizer(w, add_special_tokens=False).input_ids
+    ids = (tokenizer or pipe.tokenizer)(w, add_special_tokens=False).input_ids
     if not ids:
       raise ConfigError(f"init_word={w!r} tokenizes to nothing; pass a plain word such as 'photo'")
     out.append(table[ids].mean(0))
@@ -110,17 +111,27 @@ class Inverter:
     self.tokens = tokens_for(config, data.class_names)
     init_words = ([n.replace("_", " ") for n in data.class_names] if config.per_class and
                   config.init_from_class_name else [config.init_word] * len(self.tokens))
-    init = _init_vectors(pipe, init_words)
-    te = textual_inversion.add_tokens(pipe.tokenizer, pipe.params["text_encoder"], self.tokens,
-                                      list(init))
-    pipe.params["text_encoder"] = te
-    rows = te["embeddings"]["token_embedding"]["embedding"].shape[0]
-    pipe.text_encoder = pipe.text_encoder.clone(vocab_size=rows)
-    self.token_ids = np.asarray(pipe.tokenizer.convert_tokens_to_ids(self.tokens), np.int32)
-    self.init = np.asarray(init, np.float32)  # host copy: device arrays of emb are donated
-    self.templates = invert_data.prompt_ids(pipe, config, self.tokens)  # (tokens, templates, 77)
+    # SDXL: a row in each encoder's table, both trained; emb/init/token_ids are then dicts
+    # {encoder: ...} (SD 1.x/2.x: arrays, as before)
+    encoders = invert_xl.ENCODERS if pipe.is_xl else (("text_encoder", "tokenizer", None),)
+    init, token_ids = {}, {}
+    for enc, tok_name, _ in encoders:
+      tokenizer = getattr(pipe, tok_name)
+      init[enc] = _init_vectors(pipe, init_words, enc, tokenizer)
+      te = textual_inversion.add_tokens(tokenizer, pipe.params[enc], self.tokens, list(init[enc]))
+      pipe.params[enc] = te
+      rows = te["embeddings"]["token_embedding"]["embedding"].shape[0]
+      setattr(pipe, enc, getattr(pipe, enc).clone(vocab_size=rows))
+      token_ids[enc] = np.asarray(tokenizer.convert_tokens_to_ids(self.tokens), np.int32)
+    # host copy: device arrays of emb are donated
+    init = {k: np.asarray(v, np.float32) for k, v in init.items()}
+    self.token_ids = token_ids if pipe.is_xl else token_ids["text_encoder"]
+    self.init = init if pipe.is_xl else init["text_encoder"]
+    # (tokens, templates, 77); SDXL: both tokenizers' ids side by side
+    self.templates = (invert_xl.prompt_ids if pipe.is_xl else invert_data.prompt_ids)(
+        pipe, config, self.tokens)
     rep = sharding.replicated(mesh)
-    frozen = {k: pipe.params[k] for k in ("unet", "text_encoder")}
+    frozen = {k: pipe.params[k] for k in ("unet",) + tuple(e for e, _, _ in encoders)}
     # fsdp=True splits the frozen weights over the mesh's fsdp axis (XLA gathers them per layer)
     where = sharding.logical_shardings(frozen, mesh, fsdp=bool(config.fsdp))
     self.frozen = jax.device_put(frozen, where)
@@ -149,14 +160,19 @@ class Inverter:
   def denoising_loss(self, emb, frozen, ids, latents, noise, t):
     """The loss for given (scaled) latents, noise and timesteps (what the parity test checks)."""
     pipe = self.pipe
-    te_params = frozen["text_encoder"]
-    table = te_params["embeddings"]["token_embedding"]["embedding"]
-    table = table.at[self.token_ids].set(emb.astype(table.dtype))
-    text = pipe.text_encoder.apply({"params": te_params}, ids, inputs_embeds=table[ids])
+    if pipe.is_xl:
+      context, added = invert_xl.conditioning(pipe, frozen, emb, self.token_ids, ids,
+                                              int(self.config.resolution))
+    else:
+      te_params = frozen["text_encoder"]
+      table = te_params["embeddings"]["token_embedding"]["embedding"]
+      table = table.at[self.token_ids].set(emb.astype(table.dtype))
+      text = pipe.text_encoder.apply({"params": te_params}, ids, inputs_embeds=table[ids])
+      context, added = text["last_hidden_state"], {}
     noisy = schedulers.add_noise(self.sched_config, latents, noise, t)
     target = schedulers.training_target(self.sched_config, latents, noise, t)
-    pred = pipe.unet.apply({"params": frozen["unet"]}, noisy.astype(pipe.dtype), t,
-                           text["last_hidden_state"])
+    pred = pipe.unet.apply({"params": frozen["unet"]}, noisy.astype(pipe.dtype), t, context,
+                           **added)
     return jnp.mean((pred.astype(jnp.float32) - target) ** 2)
 
   def _train_step(self, emb, opt_state, frozen, ids, mean, std, key):
@@ -208,7 +224,9 @@ def invert(config) -> str:
   emb, opt_state = inv.init_state()
   mngr = checkpoint_integrity.checkpoint_manager(workdir, int(config.keep_checkpoints))
   start = 0
-  meta = {"tokens": inv.tokens, "shape": list(emb.shape), "optimizer": config.optimizer}
+  shape = ({k: list(v.shape) for k, v in emb.items()} if isinstance(emb, dict)
+           else list(emb.shape))
+  meta = {"tokens": inv.tokens, "shape": shape, "optimizer": config.optimizer}
   if mngr.latest_step() is not None:
     start = int(mngr.latest_step())
     emb, opt_state = invert_state.restore(mngr, start, emb, opt_state, meta)
@@ -237,33 +255,46 @@ def invert(config) -> str:
       invert_state.save(mngr, done, emb, opt_state, meta)
     faults.point("invert_step")
   bar.close()
-  vectors = np.asarray(jax.device_get(emb), np.float32)
+  vectors = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), jax.device_get(emb))
   files.write_json(os.path.join(workdir, "invert_log.json"),
                 {"tokens": inv.tokens, "steps": total, "last_losses": losses[-50:],
                  "init_words": config.init_word})
   if int(config.preview_images) > 0:
     _preview(config, workdir, inv.tokens, vectors)
+  xl = inv.pipe.is_xl
   if config.per_class:  # diffusers' loader takes one token per file: one file per class
     for i, (name, tok) in enumerate(zip(inv.data.class_names, inv.tokens)):
-      textual_inversion.save_learned_embeds(
-          os.path.join(workdir, "per_class", f"{i:04d}.safetensors"), {tok: vectors[i]})
+      path = os.path.join(workdir, "per_class", f"{i:04d}.safetensors")
+      if xl:
+        invert_xl.save(path, tok, {k: v[i] for k, v in vectors.items()})
+      else:
+        textual_inversion.save_learned_embeds(path, {tok: vectors[i]})
     files.write_json(os.path.join(workdir, "per_class", "tokens.json"),
                   {name: tok for name, tok in zip(inv.data.class_names, inv.tokens)})
   # learned_embeds.safetensors is written last (the completion marker). For per_class runs it
   # holds every token as a record; generation loads the per_class/ folder instead
   # (--config.style_token_path=<workdir>/per_class), one file per token as diffusers expects.
-  textual_inversion.save_learned_embeds(out, dict(zip(inv.tokens, vectors)))
+  # SDXL: diffusers' clip_l/clip_g file (one token: with per_class, the record holds the rows
+  # of every token, named in order in its metadata)
+  if xl:
+    invert_xl.save(out, inv.tokens if config.per_class else inv.tokens[0],
+                   vectors if config.per_class else {k: v[0] for k, v in vectors.items()})
+  else:
+    textual_inversion.save_learned_embeds(out, dict(zip(inv.tokens, vectors)))
   log.info("wrote %s (%d token(s))", out, len(inv.tokens))
   return out
 
 
-def _preview(config, workdir: str, tokens: list[str], vectors: np.ndarray) -> None:
+def _preview(config, workdir: str, tokens: list[str], vectors) -> None:
   """A contact sheet of images generated with the learned token (fresh pipeline, our sampler)."""
   from PIL import Image
   from synth_jax.diffusion import generate_finish, sampler as sampler_lib
   pipe = loading.load_pipeline(config.model_path, dtype=config_lib.dtype_from(config))
-  for tok, vec in zip(tokens, vectors):  # the loader takes one token at a time, like diffusers'
-    textual_inversion.load_textual_inversion(pipe, {tok: vec})
+  for i, tok in enumerate(tokens):  # the loader takes one token at a time, like diffusers'
+    if pipe.is_xl:
+      invert_xl.load(pipe, tok, {k: v[i] for k, v in vectors.items()})
+    else:
+      textual_inversion.load_textual_inversion(pipe, {tok: vectors[i]})
   n = int(config.preview_images)
   mesh = sampler_lib.local_mesh(None)
   batch = -(-n // sharding.data_parallel_size(mesh)) * sharding.data_parallel_size(mesh)

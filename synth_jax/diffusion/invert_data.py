@@ -51,8 +51,10 @@ class InversionData:
     return templates[tok, tmpl], self.mean[idx, flip], self.std[idx, flip]
 
 
-def prompt_ids(pipe, config, tokens: list[str]) -> np.ndarray:
-  """(tokens, templates, max_length) token ids of every prompt template for every token."""
+def prompt_ids(pipe, config, tokens: list[str], tokenizer=None, max_length=None) -> np.ndarray:
+  """(tokens, templates, max_length) token ids of every prompt template for every token
+  (by `pipe.tokenizer` unless another tokenizer is given: SDXL's second)."""
+  tokenizer, max_length = tokenizer or pipe.tokenizer, max_length or pipe.max_length
   templates = list(config.templates or (CLASS_TEMPLATES if config.per_class else DSI_TEMPLATES))
   for t in templates:
     if "{}" not in t:
@@ -60,8 +62,8 @@ def prompt_ids(pipe, config, tokens: list[str]) -> np.ndarray:
                       "'a photo in the style of {}'")
   texts = [[t.format(tok) for t in templates] for tok in tokens]
   flat = [x for row in texts for x in row]
-  ids = pipe.tokenizer(flat, padding="max_length", max_length=pipe.max_length, truncation=True,
-                       return_tensors="np").input_ids.astype(np.int32)
+  ids = tokenizer(flat, padding="max_length", max_length=max_length, truncation=True,
+                  return_tensors="np").input_ids.astype(np.int32)
   return ids.reshape(len(tokens), len(templates), -1)
 
 

@@ -18,6 +18,7 @@ from synth_jax.models import clip_text
 from synth_jax.models import weights
 
 FILE_NAME = "learned_embeds.safetensors"
+TOKEN_KEY = "token"  # safetensors metadata key: the token an SDXL (clip_l/clip_g) file is for
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -112,6 +113,7 @@ def load_textual_inversion(pipe, path_or_dict, token: str | None = None) -> list
   state = (dict(path_or_dict) if isinstance(path_or_dict, Mapping)
            else _read_file(os.fspath(path_or_dict)))
   if {"clip_l", "clip_g"} <= set(state):
+    token = token or _named_token(path_or_dict)
     if not getattr(pipe, "is_xl", False):
       raise WeightsError(f"textual inversion {_describe(path_or_dict)} is SDXL's (clip_l/clip_g); "
                          "this pipeline has one text encoder: use an SD 1.x/2.x embedding")
@@ -127,6 +129,30 @@ def load_textual_inversion(pipe, path_or_dict, token: str | None = None) -> list
   tokens, vectors = read_embeddings(path_or_dict, token)  # errors name the file
   _install(pipe, "text_encoder", pipe.tokenizer, tokens, vectors)
   return tokens
+
+
+def _named_token(path_or_dict) -> str | None:
+  """The token our SDXL export names in its safetensors metadata (diffusers ignores it)."""
+  if isinstance(path_or_dict, Mapping):
+    return None
+  path = os.fspath(path_or_dict)
+  if os.path.isdir(path):
+    path = os.path.join(path, FILE_NAME)
+  if not path.endswith(".safetensors"):
+    return None
+  return weights.safetensors_metadata(path).get(TOKEN_KEY) or None
+
+
+def token_names(path: str) -> list[str]:
+  """The tokens loading `path` adds (SDXL files: the token named in their metadata)."""
+  state = _read_file(os.fspath(path))
+  if {"clip_l", "clip_g"} <= set(state):
+    token = _named_token(path)
+    if token is None:
+      raise WeightsError(f"SDXL textual inversion {path!r} does not name its token; re-export "
+                         "it with `synth-jax invert` or load it with token='<name>'")
+    return read_embeddings({token: state["clip_l"]}, token)[0]
+  return read_embeddings(path)[0]
 
 
 def maybe_convert_prompt(prompt: str | list[str], tokenizer) -> str | list[str]:
@@ -156,3 +182,20 @@ def save_learned_embeds(path: str, embeds: Mapping[str, np.ndarray]) -> None:
     path = os.path.join(path, FILE_NAME)
   tensors = {t: np.ascontiguousarray(np.asarray(v, np.float32)) for t, v in embeds.items()}
   weights.write_safetensors(path, tensors, {"format": "pt"})
+
+
+def save_sdxl_embeds(path: str, token: str | list[str], clip_l: np.ndarray,
+                     clip_g: np.ndarray) -> None:
+  """Writes diffusers' SDXL layout `{"clip_l": (n, 768), "clip_g": (n, 1280)}` (atomically).
+
+  diffusers loads it with two `load_textual_inversion(state[key], token=..., text_encoder=...,
+  tokenizer=...)` calls; the token's name rides in the metadata so `generate` needs no token=.
+  """
+  tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32).reshape(-1, np.shape(v)[-1]))
+             for k, v in (("clip_l", clip_l), ("clip_g", clip_g))}
+  if os.path.isdir(path) or not os.path.splitext(path)[1]:
+    path = os.path.join(path, FILE_NAME)
+  # a list of tokens (a per-class record, one row each) is not loadable as one token: named
+  # under another key
+  name = {TOKEN_KEY: token} if isinstance(token, str) else {"tokens": ",".join(token)}
+  weights.write_safetensors(path, tensors, {"format": "pt", **name})

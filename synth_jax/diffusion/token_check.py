@@ -56,5 +56,5 @@ def loaded_tokens(style_token_path: str) -> list[str]:
            if os.path.isdir(path) else [path])
   out = []
   for f in files:
-    out += textual_inversion.read_embeddings(f)[0]
+    out += textual_inversion.token_names(f)
   return out

@@ -51,6 +51,16 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   return out
 
 
+def safetensors_metadata(path: str) -> dict[str, str]:
+  """The `__metadata__` strings of a .safetensors file (its header only; {} when none)."""
+  try:
+    with open(path, "rb") as f:
+      (n,) = struct.unpack("<Q", f.read(8))
+      return dict(json.loads(f.read(n)).get("__metadata__") or {})
+  except (OSError, ValueError, struct.error):
+    raise WeightsError(f"{path} is not a valid .safetensors file (bad header); re-export it") from None
+
+
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: dict | None = None):
   """Writes numpy arrays as .safetensors atomically (readable by torch/diffusers)."""
   from synth_jax import files
