@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from synth_jax import config as config_lib
 from synth_jax import files
-from synth_jax.errors import ConfigError, SynthJaxError, TrainingError
+from synth_jax.errors import ConfigError, RunDirError, SynthJaxError, TrainingError
 
 _stop = threading.Event()
 
@@ -69,7 +69,11 @@ def run_stage(stage: str, fn: Callable[[Any], Any], config, log: bool = False) -
     from synth_jax import hosts
     path = os.path.join(run_dir, "logs", f"host-{hosts.index()}.log")
     new_log = None if os.path.exists(path) else path
-    host_log(run_dir)
+    try:
+      host_log(run_dir)
+    except OSError as e:  # the run directory cannot be made: say so, not which file failed first
+      raise RunDirError(f"cannot create run directory {run_dir!r} ({e.strerror}); pass a "
+                        "writable --config.workdir") from None
   try:
     return _run_locked(stage, fn, config, run_dir, before)
   except _Refused as r:

@@ -1,4 +1,4 @@
-"""Tests run on 8 fake CPU devices; slow tests: a seeded subset by default, all with --runslow."""
+"""Tests run on 8 fake CPU devices; slow tests run with --runslow (or a seeded subset, see below)."""
 import os
 import random
 
@@ -13,7 +13,10 @@ os.environ.setdefault("SYNTH_JAX_NO_PROGRESS", "1")
 
 import pytest  # noqa: E402
 
-SLOW_FRACTION = float(os.environ.get("SYNTH_JAX_SLOW_FRACTION", "0.2"))
+# 0 by default: the default run must stay under 10 minutes on 2 cores, and the slow set alone is
+# over 40 minutes now (multi-process runs, SD-shaped attention, finetune resume). CI and README's
+# command run the fast set; `--runslow` runs everything, SYNTH_JAX_SLOW_FRACTION=0.2 a seeded fifth.
+SLOW_FRACTION = float(os.environ.get("SYNTH_JAX_SLOW_FRACTION", "0"))
 
 
 def pytest_addoption(parser):

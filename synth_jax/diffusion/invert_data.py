@@ -121,7 +121,7 @@ def _settings(config) -> str:
 
 def _per_class(config) -> bool:
   # finetune shares this loader; it has no per-class tokens and so no such key
-  return bool(config.per_class)
+  return bool(config.get("per_class", False))
 
 
 def load(config, pipe, mesh, workdir: str) -> InversionData:

@@ -55,7 +55,7 @@ def final_state(workdir):
                 **{f"stats/{k}": v for k, v in weights.flatten(tree["batch_stats"]).items()}}
 
 
-def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-4):
+def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-3):
   """Asserts the two run directories agree; returns the largest |difference| of any weight."""
   step, got = final_state(multi)
   ref_step, want = final_state(single)
@@ -107,6 +107,9 @@ def run_both(tmp_path, data, method, processes, **kw):
 NO_MIXUP = {"phase1.mixup_alpha": 0.0}
 
 
+# slow: ~70 s of two real processes; the default run keeps the cheaper routing test
+# (test_epoch_rows.py) and the two-process generate comparison
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["auxbn", pytest.param("vanilla", marks=pytest.mark.slow),
                                     pytest.param("bridged++", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(tmp_path, data, method):

@@ -98,7 +98,8 @@ def test_choose_picks_the_meaning_the_images_show():
 
 def test_yu_stage_disambiguates_and_resumes_without_llm_calls(tmp_path, image_folder):
   workdir = str(tmp_path / "run")
-  cfg = _config(YU, f"folder={image_folder},clip=fake", workdir, "llm.kind=hf")
+  # fixed styles here (yu.py asks the LLM for them): this test counts disambiguation + CD calls
+  cfg = _config(YU, f"folder={image_folder},clip=fake", workdir, "llm.kind=hf", "sd.from_llm=False")
   cfg.cd.n = 4
   dying = CountingLLM(fail_at=5)  # 2 calls per class: dies on the first call of class 2
   with pytest.raises(KeyboardInterrupt):
@@ -129,7 +130,8 @@ def test_yu_stage_disambiguates_and_resumes_without_llm_calls(tmp_path, image_fo
   stage.prompts(cfg, llm_backend=llm3, clip_model=clip3)
   assert llm3.calls == [] and clip3.text_calls == clip3.image_calls == 0
   assert open(path, "rb").read() == before
-  fresh = _config(YU, f"folder={image_folder},clip=fake", str(tmp_path / "fresh"), "llm.kind=hf")
+  fresh = _config(YU, f"folder={image_folder},clip=fake", str(tmp_path / "fresh"), "llm.kind=hf",
+                  "sd.from_llm=False")
   fresh.cd.n = 4
   assert open(stage.prompts(fresh, llm_backend=CountingLLM(), clip_model=FakeClip()),
               "rb").read() == before
