@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from synth_jax import checkpoint_integrity, faults, files, runs, sharding
-from synth_jax.diffusion import finetune_data, finetune_step, invert_state, loading
+from synth_jax.diffusion import finetune_data, finetune_step, loading
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def finetune(config) -> str:
   pipe = loading.load_pipeline(base)
   data = finetune_data.load(config, pipe, mesh, workdir)
   trainer = finetune_step.Trainer(config, pipe, mesh)
-  mngr = invert_state.manager(workdir, int(config.keep_checkpoints))
+  mngr = checkpoint_integrity.checkpoint_manager(workdir, int(config.keep_checkpoints))
   meta = _meta(config, trainer)
   start = 0
   if mngr.latest_step() is not None:

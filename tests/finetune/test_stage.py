@@ -17,7 +17,7 @@ import pytest
 from synth_jax import checkpoint_integrity, runs
 from synth_jax import config as config_lib
 from synth_jax.data import digits
-from synth_jax.diffusion import finetune, finetune_data, invert_state, loading
+from synth_jax.diffusion import finetune, finetune_data, loading
 from synth_jax.diffusion import sampler as sampler_lib
 from synth_jax.errors import TrainingError
 from synth_jax.models import weights
@@ -106,7 +106,7 @@ def test_sigterm_saves_and_rerun_equals_uninterrupted(setup, reference, tmp_path
   monkeypatch.setattr(runs, "should_stop", lambda: next(calls) == 3)  # before step 3
   with pytest.raises(runs.Preempted, match="saved step 3"):
     finetune.finetune(_config(root, data, run, "preview_images=4", "preview_steps=2"))
-  assert invert_state.manager(str(run), 2).latest_step() == 3
+  assert checkpoint_integrity.checkpoint_manager(str(run), 2).latest_step() == 3
   monkeypatch.setattr(runs, "should_stop", lambda: False)
   finetune.finetune(_config(root, data, run, "preview_images=4", "preview_steps=2"))
   a = weights.read_tensors(str(ref_run / UNET_FILE))
@@ -132,7 +132,7 @@ def test_kill9_then_rerun_gives_a_bitwise_equal_unet(setup, tmp_path):
   killed = cli(tmp_path / "k", {"SYNTH_JAX_KILL_AT": "finetune_step:3"})
   assert killed.returncode == -signal.SIGKILL
   assert not (tmp_path / "k" / "pipeline").exists()
-  assert invert_state.manager(str(tmp_path / "k"), 2).latest_step() == 2
+  assert checkpoint_integrity.checkpoint_manager(str(tmp_path / "k"), 2).latest_step() == 2
   again = cli(tmp_path / "k")
   assert again.returncode == 0, again.stderr[-2000:]
   a = weights.read_tensors(str(tmp_path / "ref" / UNET_FILE))
@@ -166,7 +166,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(setup
                                           rf"checkpoint \(step {last}\) is kept"):
     finetune.finetune(cfg)
   assert not (run / "pipeline").exists()
-  mngr = invert_state.manager(str(run), 2)
+  mngr = checkpoint_integrity.checkpoint_manager(str(run), 2)
   assert mngr.latest_step() == last
   checkpoint_integrity.verify(mngr, last)
   trainer = finetune.finetune_step.Trainer(cfg, pipe, sharding.make_mesh(cfg.mesh))
