@@ -23,7 +23,6 @@ def torch_xl(tmp_path_factory):
   return path, make_torch_sdxl(path, seed=7)
 
 
-@pytest.mark.slow  # ~25 s; the default run keeps the whole-pipeline image parity
 def test_components_match_diffusers(torch_xl):
   import torch
   path, pt = torch_xl

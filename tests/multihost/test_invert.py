@@ -19,7 +19,6 @@ def _args(root, data, workdir):
           "--config.checkpoint_every=2", "--config.preview_images=0"]
 
 
-@pytest.mark.slow  # ~60 s of two real processes
 def test_invert_two_processes_token_equal_within_rounding(tmp_path):
   from synth_jax.diffusion import tiny
   tiny.make_tiny_pipeline(str(tmp_path / "sd"), seed=5)

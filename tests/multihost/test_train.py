@@ -107,9 +107,6 @@ def run_both(tmp_path, data, method, processes, **kw):
 NO_MIXUP = {"phase1.mixup_alpha": 0.0}
 
 
-# slow: ~70 s of two real processes; the default run keeps the cheaper routing test
-# (test_epoch_rows.py) and the two-process generate comparison
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["auxbn", pytest.param("vanilla", marks=pytest.mark.slow),
                                     pytest.param("bridged++", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(tmp_path, data, method):
