@@ -193,11 +193,12 @@ def to_dict(config: ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort()) if isinstance(config, ConfigDict) else dict(config)
 
 
-def save_config(config: ConfigDict, run_dir: str) -> str:
-  """Writes the fully resolved config as `run_dir/config.json` (atomically)."""
+def save_config(config: ConfigDict, run_dir: str, **extra) -> str:
+  """Writes the fully resolved config (plus `extra` entries, e.g. runtime) as
+  `run_dir/config.json` (atomically)."""
   from synth_jax import files
   path = os.path.join(run_dir, "config.json")
-  files.write_json(path, to_dict(config))
+  files.write_json(path, {**to_dict(config), **extra})
   return path
 
 

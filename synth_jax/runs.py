@@ -111,7 +111,7 @@ def _run_locked(stage, fn, config, run_dir, before):
     try:
       checks.check_record(stage, record, run_dir)
       # config.json also records the processes and devices the run used (its "runtime" entry)
-      files.write_json(os.path.join(run_dir, "config.json"), {**record, "runtime": hosts.runtime()})
+      config_lib.save_config(config, run_dir, runtime=hosts.runtime())
       if stage != "config":
         files.write_json(os.path.join(run_dir, f"config.{stage}.json"), record)
       return fn(config)
