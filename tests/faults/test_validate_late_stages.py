@@ -8,18 +8,12 @@ import pytest
 
 from synth_jax import cli
 
+from tests.faults.test_validate_first import _line  # one "exactly one error line" check
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINETUNE = os.path.join(REPO, "configs", "finetune", "base.py")
 SCRATCH = os.path.join(REPO, "configs", "finetune", "digits_scratch.py")
 GENERATE = os.path.join(REPO, "configs", "generate", "base.py")
-
-
-def _line(capfd):
-  err = capfd.readouterr().err
-  assert "Traceback" not in err and "internal error" not in err, err
-  lines = [line for line in err.splitlines() if line.startswith("error: ")]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 @pytest.fixture
