@@ -5,10 +5,9 @@
 
 Writes, beside the diffusers folder: generator.json (the command, the training config, the wall
 time, sha256 of every file, CAS) and TRAINED.md (one line the demo prints, then the same facts).
-CAS: 20 images per digit from the prompt "a digit <name>" (our sampler, 20 steps, guidance 3),
-labelled by synth_jax.diffusion.cas's classifier trained on the plain digits' train split (32 px);
-that classifier's own accuracy on the digits test split is recorded as the ceiling. Prints one
-JSON object.
+CAS (measure_cas): 20 images per digit from the prompt "a digit <name>" (our sampler, 20 steps,
+guidance 3, 16 px: the resolution it was trained at), labelled by an SVC fit on the generator's
+own source images; samples.png shows ten of each digit (one row per digit). Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -19,9 +18,11 @@ import os
 import shutil
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSET = os.path.join(ROOT, "synth_jax", "assets", "digits_generator")
-RECORD = ("generator.json", "TRAINED.md")
+RECORD = ("generator.json", "TRAINED.md", "samples.png")
 
 
 def sha256s(folder: str) -> dict[str, str]:
@@ -36,16 +37,38 @@ def sha256s(folder: str) -> dict[str, str]:
   return out
 
 
-def measure_cas(model: str, per_class: int = 20, seed: int = 0) -> dict:
+def _to_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
+  """uint8 (N, H, W, 3) at any size -> uint8 at `resolution`, resized as the trainer resizes."""
+  from synth_jax.diffusion import invert_data
+  return np.stack([np.round((invert_data._image(im, resolution, False) + 1) * 127.5).astype(np.uint8)
+                   for im in images])
+
+
+def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int = 16) -> dict:
+  """CAS in the generator's own domain: an RBF SVC (synth_jax.diffusion.cas) fit on the study's
+  source images (the generator's training images: named renderings, all contexts) labels
+  `per_class` images per digit drawn from the style-free prompt "a digit <name>". Its ceiling is
+  the same classifier on the test digits (never seen by the generator nor the classifier) drawn
+  in each named style, centered."""
+  from synth_jax import streams
+  from synth_jax.data import digit_styles
   from synth_jax.data import digits
   from synth_jax.diffusion import cas
-  d = digits.digits_arrays(size=32)
-  clf = cas.fit_classifier(*d["train"])
+  from sklearn.datasets import load_digits
+  src = digit_styles.study_arrays(seed=0)["source"]
+  clf = cas.fit_classifier(_to_uint8(src["image"], resolution), src["label"])
+  data, test = load_digits(), digit_styles.pools(0)["test"]
+  ceil_x = _to_uint8(np.stack([digit_styles.render(digit_styles._strokes(data.images[i], 32), s,
+                                                   streams.rng(0, "digit_render", int(i), 0))
+                               for s in digit_styles.NAMED_STYLES for i in test]), resolution)
+  ceil_y = np.tile(data.target[test], len(digit_styles.NAMED_STYLES))
   prompts = [f"a digit {n}" for n in digits.CLASS_NAMES]
-  images, labels = cas.generate_per_class(model, prompts, per_class, 32, seed=seed)
-  return {"cas": cas.accuracy(clf, images, labels), "ceiling": cas.accuracy(clf, *d["test"]),
-          "per_class": per_class, "prompts": "a digit <name>", "steps": 20, "guidance": 3.0,
-          "seed": seed}
+  images, labels = cas.generate_per_class(model, prompts, per_class, resolution, seed=seed)
+  per = [cas.accuracy(clf, images[labels == c], labels[labels == c]) for c in range(10)]
+  return {"cas": cas.accuracy(clf, images, labels), "ceiling": cas.accuracy(clf, ceil_x, ceil_y),
+          "per_class_cas": per, "per_class": per_class, "prompts": "a digit <name>",
+          "resolution": resolution, "steps": 20, "guidance": 3.0, "seed": seed,
+          "classifier": "RBF SVC on the generator's source images (grey pixels)"}, images
 
 
 def main(argv=None) -> int:
@@ -64,7 +87,10 @@ def main(argv=None) -> int:
   shutil.copytree(src, ASSET)
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = json.load(f)
-  result = measure_cas(ASSET)
+  result, images = measure_cas(ASSET)
+  from synth_jax.diffusion.finetune import contact_sheet
+  with open(os.path.join(ASSET, "samples.png"), "wb") as f:
+    f.write(contact_sheet(images[::2], cols=10))
   files = sha256s(ASSET)
   size = sum(os.path.getsize(os.path.join(ASSET, f)) for f in files)
   record = {"command": a.command, "config": config, "train_seconds": a.seconds, "machine": a.machine,

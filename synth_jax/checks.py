@@ -42,6 +42,12 @@ MAY_CHANGE = {
     # report: the page is rebuilt from the run dir each time; a title or sheet size may change
     "report": ("title", "sheet_per_class", "sheet_classes"),
 }
+# Keys a rerun may raise (never lower): the run continues from its last checkpoint to the new
+# value. finetune: its learning rate is constant after warmup and every batch and EMA decay is a
+# function of the step alone, so 3000 steps then a rerun to 7000 equals one 7000-step run.
+MAY_GROW = {
+    "finetune": ("steps",),
+}
 DTYPES = ("float32", "bfloat16", "float16")
 BIG = 10**9  # "huge" counts: beyond any real dataset, and small enough to never overflow
 
@@ -226,6 +232,10 @@ def record_path(stage: str, run_dir: str) -> str:
   return os.path.join(run_dir, f"config.{stage}.json")
 
 
+def _grows(old, new) -> bool:
+  return isinstance(old, int) and isinstance(new, int) and new >= old
+
+
 def check_record(stage: str, config_dict: dict, run_dir: str) -> None:
   """Refuses a rerun whose settings differ from the recorded `config.<stage>.json`."""
   path = record_path(stage, run_dir)
@@ -240,8 +250,10 @@ def check_record(stage: str, config_dict: dict, run_dir: str) -> None:
   free = MAY_CHANGE["*"] + MAY_CHANGE.get(stage, ())
   new = json.loads(json.dumps(config_dict, default=str))
   a, b = flat(old), flat(new)
+  grow = MAY_GROW.get(stage, ())
   keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")
-          and not any(k == f or k.startswith(f + ".") for f in free)]
+          and not any(k == f or k.startswith(f + ".") for f in free)
+          and not (k in grow and _grows(a.get(k), b.get(k)))]
   if keys:
     k = keys[0]
     raise RunDirError(

@@ -40,8 +40,16 @@ def _resolve(target: str):
     raise
 
 
+class _Parser(argparse.ArgumentParser):
+  """A bad flag (`plan --devices abc`, an unknown stage) is one line naming it and the help to
+  read, like every other refusal, instead of argparse's usage block."""
+
+  def error(self, message):
+    self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="synth-jax",
       description="Synthetic training data from text-to-image models, for better transfer learning.",
       epilog="Each stage: synth-jax STAGE --config FILE.py[:ARG] [--config.KEY=VALUE ...]")

@@ -1,14 +1,15 @@
 """`synth-jax demo`: the whole pipeline on a laptop CPU in a few minutes.
 
 real data (scikit-learn digits as a tfds dataset) -> a Stable Diffusion folder (the shipped small
-generator, synth_jax/assets/digits_generator, when the package has it; `model_path=untrained` builds
-a tiny *untrained* one on the spot; any other value is your own diffusers folder) -> `generate` (template
-prompts, the jitted sampler, a tfds synthetic dataset + contact sheets) -> `train` with the
-vanilla, mix and bridged methods on a 10-shot subset -> results.md, accuracy.png.
+generator, synth_jax/assets/digits_generator: trained from scratch by `synth-jax finetune` on
+digits disjoint from the demo's test split, see its TRAINED.md; `model_path=untrained` builds a
+tiny *untrained* one on the spot; any other value is your own diffusers folder) -> `generate`
+(template prompts, the jitted sampler, a tfds synthetic dataset + contact_sheet.png, one row per
+digit) -> `train` with vanilla, mix and bridged++ on a 10-shot subset -> results.md, accuracy.png.
 
-With the untrained generator the synthetic images are noise, so the numbers show that every stage
-runs and hands its artifact to the next, not that synthetic data helps; with a real SD folder
-(`--config.model_path=/models/sd15 --config.resolution=512`) the same command does the real thing.
+With the untrained generator the synthetic images are noise, so the numbers show only that every
+stage runs; with a real SD folder (`--config.model_path=/models/sd15 --config.resolution=512`) the
+same command does the real thing.
 Every stage resumes: rerunning after an interruption continues where it stopped.
 """
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 
 import ml_collections
 
@@ -34,13 +34,13 @@ def get_config(arg=None):
   c.workdir = "runs/demo"
   c.seed = 0
   c.model_path = ""           # '' = the shipped generator (else untrained); 'untrained'; or a diffusers folder
-  c.resolution = 32           # generated image side (digits are 32 px)
+  c.resolution = 0            # generated image side; 0 = the generator's own (16 px shipped, 32 untrained)
   c.images_per_class = 24
-  c.steps = 8                 # sampler steps
-  c.guidance = 5.0
+  c.steps = 20                # sampler steps (ours, like the shipped generator's CAS)
+  c.guidance = 3.0            # ours, as the shipped generator's CAS was measured
   c.batch_size = 8
   c.template = "a photo of the handwritten digit {}"
-  c.methods = "vanilla,mix,bridged"
+  c.methods = "vanilla,mix,bridged++"
   c.shots = 10                # real images per class (the few-shot regime synthetic data helps)
   c.phase1_steps = 50         # synthetic phase of bridged
   c.phase2_steps = 100        # real phase (and the single phase of vanilla / mix)
@@ -71,7 +71,7 @@ def _model(config, workdir: str) -> str:
   from synth_jax.diffusion import tiny
   path = os.path.join(workdir, "tiny_sd")
   if not os.path.exists(os.path.join(path, "model_index.json")):
-    tiny.make_tiny_pipeline(path, seed=config.seed, sample_size=config.resolution // 2)
+    tiny.make_tiny_pipeline(path, seed=config.seed, sample_size=(config.resolution or 32) // 2)
   print("NOTE: the generator is a tiny *untrained* Stable Diffusion built for this demo, so its "
         "images are noise;\n      pass --config.model_path=/path/to/diffusers/sd-folder "
         "(and --config.resolution=512) for real synthetic data.", flush=True)
@@ -134,7 +134,7 @@ def validate(config) -> None:
   from synth_jax.diffusion import generate as generate_lib
   from synth_jax.train import checks as train_checks
   checks.check(config, {
-      "seed": Int(0, 2**32 - 1, 0), "model_path": Text(), "resolution": Int(8, 1024, 32),
+      "seed": Int(0, 2**32 - 1, 0), "model_path": Text(), "resolution": Int(0, 1024, 32),
       "images_per_class": Int(1, 10**5, 24), "steps": Int(1, 1000, 8),
       "guidance": Float(0, 50, 5.0), "batch_size": Int(1, 4096, 8), "template": Text(True),
       "methods": Text(True, "vanilla,bridged"), "shots": Int(1, 10**5, 10),
@@ -190,6 +190,15 @@ def _report(workdir: str, results: dict[str, dict], untrained: bool) -> str:
   return text
 
 
+def _sheet(dataset: str, path: str) -> None:
+  """contact_sheet.png: up to ten synthetic images of every digit, one row per digit."""
+  from synth_jax import quality
+  from synth_jax import report_html
+  from synth_jax.data import sources
+  images, labels = quality.read_split(sources.open_split(dataset, "train"))
+  files.write_bytes(path, report_html.contact_sheet(images, labels, per_class=10, classes=10))
+
+
 def demo(config) -> dict:
   from synth_jax.data import digits
   workdir = runs.workdir(config)
@@ -203,10 +212,7 @@ def demo(config) -> dict:
   if any(m != "vanilla" for m in methods):
     print(f"[3/4] generate {config.images_per_class} images per class", flush=True)
     synthetic = _generate(config, workdir, model)
-    for sheet in sorted(os.listdir(os.path.join(workdir, "generate"))):
-      if sheet.startswith("contact_sheet_zero") and sheet.endswith(".png"):
-        shutil.copyfile(os.path.join(workdir, "generate", sheet),
-                        os.path.join(workdir, "contact_sheet.png"))
+    _sheet(synthetic, os.path.join(workdir, "contact_sheet.png"))
   results = {}
   for i, method in enumerate(methods):
     print(f"[4/4] train {method} ({i + 1}/{len(methods)})", flush=True)

@@ -13,8 +13,9 @@ def get_config(arg=None):
   gen = import_file("generate.py", __file__)
   root = a.root.rstrip("/")
   model = a.model or os.path.normpath(gen.GENERATOR)
+  # resolution 16: the shipped generator was trained at 16 px
   c = import_file("../finetune/base.py", __file__).get_config(
-      f"model={model},dataset={root}/data/digits_target/1.0.0,steps={a.steps},resolution=32,"
+      f"model={model},dataset={root}/data/digits_target/1.0.0,steps={a.steps},resolution=16,"
       f"seed={a.seed},shots=10")
   c.templates = ["a digit {}"]
   c.dtype = "float32"

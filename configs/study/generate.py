@@ -1,4 +1,5 @@
-"""The study's synthetic sets: 80 images per class (8x the 10-shot real images) at 32 px.
+"""The study's synthetic sets: 80 images per class (8x the 10-shot real images) at the generator's
+own resolution (16 px for the shipped one; the classifier reads 16 px).
 
   synth-jax generate --config configs/study/generate.py:set=template
   synth-jax generate --config configs/study/generate.py:set=diversified   # after prompts.py:set=diversified
@@ -21,7 +22,7 @@ def get_config(arg=None):
   a = parse_arg(arg, set="template", root="runs/study", model="", n=80, seed=0)
   root = a.root.rstrip("/")
   model = a.model or (f"{root}/finetune/pipeline" if a.set == "finetuned" else os.path.normpath(GENERATOR))
-  c = import_file("../generate/base.py", __file__).get_config(f"model={model},n={a.n},resolution=32,seed={a.seed}")
+  c = import_file("../generate/base.py", __file__).get_config(f"model={model},n={a.n},resolution=0,seed={a.seed}")
   c.class_names = CLASSES
   c.template = "a digit {}"
   if a.set in ("diversified", "dsi"):

@@ -14,7 +14,7 @@ def get_config(arg=None):
   model = a.model or os.path.normpath(gen.GENERATOR)
   c = import_file("../invert/base.py", __file__).get_config(
       f"model={model},dataset={root}/data/digits_target/1.0.0,shots=10,steps={a.steps},seed={a.seed}")
-  c.resolution = 32
+  c.resolution = 16         # the shipped generator was trained at 16 px
   c.dtype = "float32"
   c.token = import_file("prompts.py", __file__).TOKEN
   c.init_word = "thin"       # a style word the generator knows; the token moves from there

@@ -17,6 +17,7 @@ its EMA when `ema`), written last, which `synth-jax generate` takes as model_pat
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import time
@@ -173,7 +174,8 @@ def finetune(config) -> str:
   validate(config)
   workdir = runs.workdir(config)
   out = os.path.join(workdir, "pipeline")
-  if os.path.exists(os.path.join(out, "model_index.json")):
+  finished = os.path.exists(os.path.join(out, "model_index.json"))
+  if finished and _exported_steps(workdir) >= int(config.steps):
     log.info("%s exists: fine-tuning already finished", out)
     return out
   mesh = sharding.make_mesh(config.mesh)
@@ -227,6 +229,16 @@ def finetune(config) -> str:
   export(pipe, trained, out)  # written last: its model_index.json marks the run finished
   log.info("wrote %s", out)
   return out
+
+
+def _exported_steps(workdir: str) -> int:
+  """Steps of the exported pipeline (finetune_log.json); a rerun with more steps continues
+  (checks.MAY_GROW). A log from before the field existed counts as finished."""
+  try:
+    with open(os.path.join(workdir, "finetune_log.json")) as f:
+      return int(json.load(f)["steps"])
+  except (OSError, ValueError, KeyError):
+    return 2**62
 
 
 def export(pipe, trained: dict, out: str) -> None:

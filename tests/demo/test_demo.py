@@ -17,13 +17,17 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
          "--config.phase2_steps=10", "--config.methods=vanilla,bridged"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "untrained" in out.stdout
+  shipped = os.path.isfile(os.path.join(ROOT, "synth_jax", "assets", "digits_generator", "model_index.json"))
+  assert ("generator: a small diffusers pipeline trained from scratch" in out.stdout) == shipped
+  assert ("untrained" in out.stdout) != shipped
   results = json.load(open(tmp_path / "demo" / "results.json"))
   assert set(results) == {"vanilla", "bridged"}
   assert all(0.0 <= r["top1"] <= 1.0 for r in results.values())
   md = (tmp_path / "demo" / "results.md").read_text()
   assert "| vanilla |" in md and "| bridged |" in md
-  for name in ("accuracy.png", "contact_sheet.png", "generate/contact_sheet_nine.png"):
+  from PIL import Image
+  assert Image.open(tmp_path / "demo" / "contact_sheet.png").size == (10 * 48, 10 * 48)  # a row per digit
+  for name in ("accuracy.png", "generate/contact_sheet_nine.png"):
     assert (tmp_path / "demo" / name).stat().st_size > 0, name
   bridged = json.load(open(tmp_path / "demo" / "train" / "bridged" / "results.json"))
   assert [s["data"] for s in bridged["phases"]] == ["synthetic", "real"]

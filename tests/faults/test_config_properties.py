@@ -173,3 +173,73 @@ def test_every_numeric_and_bool_field_has_a_rule():
         checks.validate(stage.split("-")[0], cfg)
       assert key in str(e.value), (stage, key, str(e.value))
   assert math.isfinite(1.0)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_sweep_axes_are_refused_in_one_line_or_every_point_validates(tmp_path_factory, data):
+  """sweep: axes drawn from the train config's own keys (typed values, odd values, odd axis
+  strings); a refusal is one line and happens before any point runs or any file is written."""
+  from synth_jax.train import sweep
+  root = tmp_path_factory.mktemp("sweep")
+  work = root / "grid"
+  keys = dict(_leaves(_load("train", root, work)))
+  value = lambda k: data.draw(st.one_of(_typed(keys[k]), ODD))  # noqa: E731
+  axis = st.one_of(
+      st.sampled_from(sorted(keys)).map(lambda k: f"{k}={value(k)},{value(k)}"),
+      st.sampled_from(sorted(keys)).map(lambda k: f"{k}={value(k)}"),
+      ODD, st.sampled_from(["seed=", "=1,2", "nosuchkey=1,2", "seed=1,1", "seed=[1, 2]",
+                            'model="resnet:basic:1,1,1,1",resnet18']))
+  axes = data.draw(st.lists(axis, min_size=1, max_size=3))
+  ran = []
+
+  def stop(cfg):
+    ran.append(cfg.workdir)
+    raise _Validated("validated")
+  cfg = _load("train", root, work)
+  try:  # stop() fails every point, so an accepted grid ends in "N of N sweep points failed"
+    sweep.sweep(cfg, axes, train_fn=stop)
+  except SynthJaxError as e:
+    assert "\n" not in str(e) and str(e), (axes, str(e))
+    if not ran:  # a refusal of the grid comes before any point ran or any file was written
+      assert not work.exists(), (axes, str(e))
+  outcome = "accepted" if ran else "refused"
+  COUNTS.setdefault("sweep", []).append(outcome)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_plan_request_is_refused_in_one_line_or_validates(data):
+  """plan: --devices, --chip and overrides of each plannable stage's shape keys, drawn from
+  valid and odd values; the outcome is a one-line refusal or a validated plan (not compiled)."""
+  from synth_jax.train import plan
+  stage = data.draw(st.sampled_from(["generate", "finetune", "invert", "train"]))
+  spec = {"generate": "generate/base.py:model=/m", "finetune": "finetune/base.py:model=/m,dataset=d",
+          "invert": "invert/base.py:model=/m,dataset=d", "train": "train/base.py:smoke"}[stage]
+  cfg = config_lib.load_config(os.path.join(REPO, "configs", spec))
+  keys = dict(_leaves(cfg))
+  shape_keys = [k for k in ("batch_size", "dtype", "steps", "resolution", "grad_accum", "remat",
+                            "model", "augment.resolution") if k in keys]
+  chosen = data.draw(st.lists(st.sampled_from(shape_keys), max_size=3, unique=True))
+  devices = data.draw(st.one_of(st.integers(-3, 70000), st.sampled_from([True, 1.5, "8", None])))
+  chips = data.draw(st.one_of(st.sampled_from(["h100", "v5e,v6e", "", ",", "tpu9", "H100"]), ODD))
+  try:
+    for k in chosen:
+      config_lib.apply_override(cfg, f"{k}={data.draw(st.one_of(_typed(keys[k]), ODD))}")
+    plan.validate(cfg, plan.stage_of(cfg), devices, tuple(str(chips).split(",")))
+    outcome = "accepted"
+  except SynthJaxError as e:
+    assert "\n" not in str(e) and str(e), (chosen, devices, chips, str(e))
+    outcome = "refused"
+  COUNTS.setdefault("plan", []).append(outcome)
+
+
+def test_sweep_and_plan_properties_reach_both_outcomes():
+  """The two tests above are not vacuous: each saw refusals and accepted requests (run after them)."""
+  for stage in ("sweep", "plan"):
+    outcomes = COUNTS.get(stage, [])
+    if not outcomes:
+      pytest.skip("run together with the property tests above")
+    assert "refused" in outcomes and "accepted" in outcomes, (stage, outcomes)

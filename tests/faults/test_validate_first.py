@@ -217,6 +217,13 @@ def test_cli_parses_like_users_write(tmp_path, capfd):
   with pytest.raises(ConfigError, match=r"'phase1.mixup_alpha' expects a float, got 'x'"):
     config_lib.load_config(TRAIN, ["phase1.mixup_alpha=x"])
   assert config_lib.load_config(TRAIN, ["phase1.mixup_alpha=0.3"]).phase1.mixup_alpha == 0.3
+  # argparse's own refusals are one line too (not the usage block), naming the flag and the value
+  for argv, said in ((["plan", "--devices", "abc"], "--devices: invalid int value: 'abc'"),
+                     (["train", "--num_processes", "two"], "--num_processes: invalid int value"),
+                     (["trian"], "invalid choice: 'trian'")):
+    with pytest.raises(SystemExit) as e:
+      cli.main(argv)
+    assert e.value.code == 2 and said in _line(capfd)
 
 
 # ---- rule 6: names from user data are safe --------------------------------------------------------

@@ -197,3 +197,23 @@ def test_scratch_trains_vae_then_unet_and_exports_a_diffusers_folder(tmp_path):
   ids = pt.tokenizer("a photo of the digit seven").input_ids
   words = ["a", "photo", "of", "the", "digit", "seven"]  # whole-word merges for caption words
   assert pt.tokenizer.convert_ids_to_tokens(ids)[1:-1] == [w + "</w>" for w in words]
+
+
+@pytest.mark.slow
+def test_more_steps_continues_a_finished_run_to_the_uninterrupted_result(setup, reference, tmp_path):
+  """checks.MAY_GROW: 2 steps, then a rerun with steps=4 equals the 4-step run; fewer is refused."""
+  from synth_jax.errors import RunDirError
+  root, _, data = setup
+  ref_run, _ = reference
+  run = tmp_path / "g"
+  extra = ("preview_images=4", "preview_steps=2")
+  runs.run_stage("finetune", finetune.finetune, _config(root, data, run, *extra, steps=2))
+  two = weights.read_tensors(str(run / UNET_FILE))
+  runs.run_stage("finetune", finetune.finetune, _config(root, data, run, *extra, steps=4))
+  a = weights.read_tensors(str(ref_run / UNET_FILE))
+  b = weights.read_tensors(str(run / UNET_FILE))
+  assert any(not np.array_equal(two[k], b[k]) for k in b)  # re-exported after the new steps
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  with pytest.raises(RunDirError, match="steps"):
+    runs.run_stage("finetune", finetune.finetune, _config(root, data, run, *extra, steps=3))
