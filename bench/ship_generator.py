@@ -44,7 +44,8 @@ def _to_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
                    for im in images])
 
 
-def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int = 16) -> dict:
+def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int = 16,
+                guidance: float = 3.0) -> tuple[dict, np.ndarray]:
   """CAS in the generator's own domain: an RBF SVC (synth_jax.diffusion.cas) fit on the study's
   source images (the generator's training images: named renderings, all contexts) labels
   `per_class` images per digit drawn from the style-free prompt "a digit <name>". Its ceiling is
@@ -63,11 +64,12 @@ def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int 
                                for s in digit_styles.NAMED_STYLES for i in test]), resolution)
   ceil_y = np.tile(data.target[test], len(digit_styles.NAMED_STYLES))
   prompts = [f"a digit {n}" for n in digits.CLASS_NAMES]
-  images, labels = cas.generate_per_class(model, prompts, per_class, resolution, seed=seed)
+  images, labels = cas.generate_per_class(model, prompts, per_class, resolution, guidance=guidance,
+                                          seed=seed)
   per = [cas.accuracy(clf, images[labels == c], labels[labels == c]) for c in range(10)]
   return {"cas": cas.accuracy(clf, images, labels), "ceiling": cas.accuracy(clf, ceil_x, ceil_y),
           "per_class_cas": per, "per_class": per_class, "prompts": "a digit <name>",
-          "resolution": resolution, "steps": 20, "guidance": 3.0, "seed": seed,
+          "resolution": resolution, "steps": 20, "guidance": guidance, "seed": seed,
           "classifier": "RBF SVC on the generator's source images (grey pixels)"}, images
 
 
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
   p.add_argument("workdir", help="the finetune run directory (holds pipeline/ and config.json)")
   p.add_argument("--seconds", type=float, required=True, help="wall time of the training command")
   p.add_argument("--command", required=True, help="the exact command that trained it")
-  p.add_argument("--machine", default="2-core CPU shared by 8 developers (load ~20)")
+  p.add_argument("--machine", default="this 2-core CPU")
+  p.add_argument("--guidance", type=float, default=3.0, help="CFG scale the CAS is measured at")
   a = p.parse_args(argv)
   src = os.path.join(a.workdir, "pipeline")
   if not os.path.isfile(os.path.join(src, "model_index.json")):
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
   shutil.copytree(src, ASSET)
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = json.load(f)
-  result, images = measure_cas(ASSET)
+  result, images = measure_cas(ASSET, guidance=a.guidance)
   from synth_jax.diffusion.finetune import contact_sheet
   with open(os.path.join(ASSET, "samples.png"), "wb") as f:
     f.write(contact_sheet(images[::2], cols=10))

@@ -31,6 +31,7 @@ from synth_jax.diffusion import loading
 from synth_jax.diffusion import lora as lora_lib
 from synth_jax.diffusion import schedulers
 from synth_jax.diffusion import textual_inversion
+from synth_jax.diffusion import unet as unet_lib
 from synth_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,12 @@ class Sampler:
     return context, {"text_embeds": pooled,
                      "time_ids": jnp.broadcast_to(size, (pooled.shape[0], 6))}
 
+  def guided(self, guidance: float) -> bool:
+    """Whether a guidance scale runs classifier-free guidance (the doubled batch): above 1, and
+    never for an LCM-distilled UNet, which takes the scale as an input instead (diffusers does
+    not run CFG when the UNet has time_cond_proj_dim)."""
+    return bool(guidance > 1) and not self.unet.config.time_cond_proj_dim
+
   def _sample(self, params, ids, negative_ids, seeds, guidance, latents=None, guided=True):
     """guided=False (diffusers: guidance <= 1) is the conditional prediction alone: the negative
     prompt is never encoded and the UNet runs on the batch itself, not a doubled one."""
@@ -185,6 +192,10 @@ class Sampler:
     f = pipe.vae_scale_factor
     shape = (self.height // f, self.width // f, self.unet.config.in_channels)
     context, added = self._encode(params, ids)
+    if self.unet.config.time_cond_proj_dim:  # LCM-distilled: w - 1, embedded, is an input
+      w = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32) - 1.0, (context.shape[0],))
+      added = {**added, "timestep_cond": unet_lib.guidance_embedding(
+          w, self.unet.config.time_cond_proj_dim)}
     if guided:
       neg_context, neg_added = self._encode(params, negative_ids)
       context = jnp.concatenate([neg_context, context])
@@ -241,7 +252,7 @@ class Sampler:
     if isinstance(negative, str):
       negative = [negative] * n
     seeds = np.asarray(seeds, np.uint32)
-    fn = self._fns[bool(guidance > 1)]
+    fn = self._fns[self.guided(guidance)]
     # Placed first: on a multi-process run jit refuses numpy inputs with a non-replicated
     # sharding, even on this process's own (local) mesh.
     batch = sharding.batch_sharding(self.mesh)
@@ -261,4 +272,4 @@ class Sampler:
     fn = jax.jit(self._sample, static_argnames=("guided",))
     return np.asarray(fn(self.params, self.tokenize(prompts), self.tokenize(negative, negative=True),
                          seeds, jnp.float32(guidance), jnp.asarray(latents),
-                         guided=bool(guidance > 1)))
+                         guided=self.guided(guidance)))

@@ -24,7 +24,7 @@ _DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
 _UP = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
 # config keys whose non-default values change the network in ways we do not implement
 _UNSUPPORTED = {"class_embed_type": None, "num_class_embeds": None, "addition_embed_type": None,
-                "encoder_hid_dim": None, "time_cond_proj_dim": None, "timestep_post_act": None,
+                "encoder_hid_dim": None, "timestep_post_act": None,
                 "center_input_sample": False, "dual_cross_attention": False,
                 "only_cross_attention": False, "time_embedding_type": "positional",
                 "conv_in_kernel": 3, "conv_out_kernel": 3, "num_attention_heads": None,
@@ -65,6 +65,9 @@ class UNetConfig:
   # SDXL (addition_embed_type 'text_time'): sinusoidal width per time id, and the add MLP's input
   addition_time_embed_dim: int | None = None
   projection_class_embeddings_input_dim: int | None = None
+  # LCM-distilled UNets (LCM-Dreamshaper, ...): the guidance scale is an input, embedded with
+  # sinusoids of this width and added to the timestep's (diffusers' TimestepEmbedding.cond_proj)
+  time_cond_proj_dim: int | None = None
 
   @classmethod
   def from_diffusers(cls, config: Mapping[str, Any]) -> "UNetConfig":
@@ -108,7 +111,9 @@ class UNetConfig:
         sample_size=int(size[0] if isinstance(size, (list, tuple)) else size),
         addition_time_embed_dim=int(config["addition_time_embed_dim"]) if text_time else None,
         projection_class_embeddings_input_dim=(
-            int(config["projection_class_embeddings_input_dim"]) if text_time else None))
+            int(config["projection_class_embeddings_input_dim"]) if text_time else None),
+        time_cond_proj_dim=(int(config["time_cond_proj_dim"])
+                            if config.get("time_cond_proj_dim") is not None else None))
 
 
 class UNet2DConditionModel(nn.Module):
@@ -128,8 +133,10 @@ class UNet2DConditionModel(nn.Module):
     return cls(config, dtype, attention_impl)
 
   @nn.compact
-  def __call__(self, sample, timesteps, encoder_hidden_states, text_embeds=None, time_ids=None):
-    """SDXL also takes text_embeds (B, P) (the pooled text embedding) and time_ids (B, 6)."""
+  def __call__(self, sample, timesteps, encoder_hidden_states, text_embeds=None, time_ids=None,
+               timestep_cond=None):
+    """SDXL also takes text_embeds (B, P) (the pooled text embedding) and time_ids (B, 6); an
+    LCM-distilled UNet timestep_cond (B, time_cond_proj_dim), `guidance_embedding(w - 1)`."""
     c, dt = self.config, self.dtype
     channels = c.block_out_channels
     common = dict(groups=c.norm_num_groups, eps=c.norm_eps, time_scale_shift=c.time_scale_shift,
@@ -137,6 +144,11 @@ class UNet2DConditionModel(nn.Module):
                   upcast_attention=c.upcast_attention, attention_impl=self.attention_impl, dtype=dt)
     timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (sample.shape[0],))
     temb = blocks.timestep_embedding(timesteps, channels[0], c.flip_sin_to_cos, c.freq_shift)
+    if c.time_cond_proj_dim:  # no condition = a zero one (diffusers skips the bias-free term)
+      cond = (jnp.zeros((sample.shape[0], c.time_cond_proj_dim), dt) if timestep_cond is None
+              else timestep_cond.astype(dt))
+      temb = temb + nn.Dense(channels[0], use_bias=False, dtype=dt,
+                             name="time_embedding_cond_proj")(cond)
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_1")(temb.astype(dt))
     temb = nn.Dense(channels[0] * 4, dtype=dt, name="time_embedding_linear_2")(nn.silu(temb))
     if c.addition_time_embed_dim:  # diffusers' text_time: add an MLP of [pooled, sinusoid(ids)]
@@ -193,15 +205,27 @@ class UNet2DConditionModel(nn.Module):
     return torch_layout.abstract_params(self, *self.dummy_inputs())
 
 
+def guidance_embedding(w, dim: int):
+  """diffusers' get_guidance_scale_embedding: sinusoids of 1000 * w (B,) -> (B, dim) float32."""
+  w = jnp.asarray(w, jnp.float32) * 1000.0
+  half = dim // 2
+  freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(np.log(10000.0) / (half - 1)))
+  emb = w[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.sin(emb), jnp.cos(emb)], axis=1)
+  return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
 # diffusers nests the time MLPs as time_embedding.linear_1 (add_embedding.linear_1 in SDXL); we
 # keep them flat (one module fewer).
 def _rename_to_ours(state: dict) -> dict:
   return {k.replace("time_embedding.linear_", "time_embedding_linear_")
+          .replace("time_embedding.cond_proj", "time_embedding_cond_proj")
           .replace("add_embedding.linear_", "add_embedding_linear_"): v for k, v in state.items()}
 
 
 def _rename_to_diffusers(state: dict) -> dict:
   return {k.replace("time_embedding_linear_", "time_embedding.linear_")
+          .replace("time_embedding_cond_proj", "time_embedding.cond_proj")
           .replace("add_embedding_linear_", "add_embedding.linear_"): v for k, v in state.items()}
 
 

@@ -124,3 +124,27 @@ def test_step_noise_depends_on_seed_and_step_only():
   first = np.asarray(sampler_lib.initial_latents(np.array([2], np.uint32), (2, 2, 4)))
   np.testing.assert_array_equal(a[1:], b)
   assert not np.allclose(b, c) and not np.allclose(b, first)
+
+
+@pytest.fixture(scope="module")
+def torch_lcm(tmp_path_factory):
+  """A tiny LCM-distilled SD: the UNet takes the guidance scale (time_cond_proj_dim) as input."""
+  path = str(tmp_path_factory.mktemp("lcm_unet") / "sd")
+  pt = helpers.make_torch_pipeline(path, seed=8, overrides={"unet": {"time_cond_proj_dim": 32}})
+  import torch
+  with torch.no_grad():  # diffusers inits cond_proj like any Linear; make its effect visible
+    pt.unet.time_embedding.cond_proj.weight.mul_(20.0)
+  pt.save_pretrained(path)
+  return path, pt
+
+
+def test_lcm_distilled_unet_takes_the_guidance_as_input_like_diffusers(torch_lcm, monkeypatch):
+  """LCM-Dreamshaper-style UNets: guidance w enters as get_guidance_scale_embedding(w - 1) added
+  to the time embedding, with no CFG batch; images match diffusers and move with w."""
+  ours, ref, s = _run(torch_lcm, "lcm", 4, 8.0, monkeypatch)
+  diff = _diff(ours, ref)
+  print(f"LCM-distilled UNet, 4 steps, w=8: max abs pixel diff {diff}/255, image std {ref.std():.1f}")
+  assert set(s.unet.batches) == {2}  # never the doubled CFG batch
+  assert diff <= 2
+  other, ref_other, _ = _run(torch_lcm, "lcm", 4, 2.0, monkeypatch)
+  assert _diff(other, ref_other) <= 2 and _diff(other, ours) > 2  # w is an input that matters
