@@ -13,7 +13,7 @@ from synth_jax.config import import_file, parse_arg
 
 
 def get_config(arg=None):
-  a = parse_arg(arg, root="runs/study", steps=3000, vae_steps=1000, seed=0)
+  a = parse_arg(arg, root="runs/study", steps=7000, vae_steps=1000, seed=0)
   root = a.root.rstrip("/")
   c = import_file("../finetune/digits_scratch.py", __file__).get_config(
       f"dataset={root}/data/digits_source_captions/1.0.0,steps={a.steps},vae_steps={a.vae_steps},"
