@@ -159,9 +159,13 @@ def validate(config) -> None:
     sharding.check_batch(mesh, t.batch_size, "train_batch_size")
 
 
-def _report(workdir: str, results: dict[str, dict], untrained: bool) -> str:
-  lines = ["# synth-jax demo: digits, 10-shot", "",
-           "| method | top-1 % | top-5 % |", "|---|---|---|"]
+def _report(workdir: str, results: dict[str, dict], untrained: bool, model: str) -> str:
+  about = os.path.join(model, "TRAINED.md")
+  made = open(about).readline().strip() if os.path.isfile(about) else model
+  lines = ["# synth-jax demo: digits, 10-shot", "", f"Generator: {made}", ""]
+  if os.path.isfile(os.path.join(workdir, "contact_sheet.png")):
+    lines += ["![synthetic images, one row per digit](contact_sheet.png)", ""]
+  lines += ["| method | top-1 % | top-5 % |", "|---|---|---|"]
   for method, r in results.items():
     lines.append(f"| {method} | {100 * r['top1']:.1f} | {100 * r['top5']:.1f} |")
   if untrained:
@@ -217,7 +221,7 @@ def demo(config) -> dict:
   for i, method in enumerate(methods):
     print(f"[4/4] train {method} ({i + 1}/{len(methods)})", flush=True)
     results[method] = _train(config, workdir, method, real, synthetic)
-  text = _report(workdir, results, untrained=model.startswith(os.path.join(workdir, "tiny_sd")))
+  text = _report(workdir, results, model.startswith(os.path.join(workdir, "tiny_sd")), model)
   print(text + f"\nresults: {workdir}/results.md, accuracy.png, contact sheets under "
         f"{workdir}/generate", flush=True)
   return json.loads(json.dumps({m: r["top1"] for m, r in results.items()}))

@@ -25,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from synth_jax import checkpoint_integrity, faults, files, runs, sharding
+from synth_jax import checkpoint_integrity, faults, files, hosts, runs, sharding
 from synth_jax.diffusion import finetune_data, finetune_step, loading
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 
@@ -198,7 +198,7 @@ def finetune(config) -> str:
   losses = []
   t0 = time.perf_counter()
   for step in range(start, total):
-    if runs.should_stop():
+    if hosts.any_host(runs.should_stop()):  # every host saves the same step
       save(mngr, step, state, meta)
       raise runs.Preempted(f"finetune: SIGTERM received; saved step {step}, rerun the same "
                            "command to continue")

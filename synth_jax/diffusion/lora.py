@@ -6,6 +6,10 @@ Two file formats, as diffusers' `load_lora_weights` reads them:
   present, else 1.
 - kohya (sd-scripts): `lora_unet_<module with _>.lora_down.weight` / `lora_up.weight` / `.alpha`,
   text encoders `lora_te_` (`lora_te1_` / `lora_te2_` for SDXL); alpha / r (1 without alpha).
+  SDXL files from sd-scripts name UNet layers as the original (SGM) UNet does
+  (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`, `middle_block_0_in_layers_2`,
+  `output_blocks_2_2_conv`); they are renamed to diffusers' layout first (`sgm_to_diffusers`, the
+  mapping of diffusers' `_maybe_map_sgm_blocks_to_diffusers`).
 Module names are diffusers' / transformers' (kohya joins them with '_'); a key that matches no
 layer is an error that lists every such key, never a silent skip. Fused once at load, so sampling
 costs nothing extra.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Iterable
 
 import numpy as np
@@ -75,6 +80,47 @@ def _group(path: str, tensors: dict) -> dict[tuple[str, str], dict]:
   return groups
 
 
+_SGM = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)(?:_(.*))?$|^middle_block_(\d+)(?:_(.*))?$")
+_SGM_TOP = {"time_embed_0": "time_embedding_linear_1", "time_embed_2": "time_embedding_linear_2",
+            "label_emb_0_0": "add_embedding_linear_1", "label_emb_0_2": "add_embedding_linear_2",
+            "input_blocks_0_0": "conv_in", "out_2": "conv_out"}
+_SGM_RESNET = (("in_layers_2", "conv1"), ("out_layers_3", "conv2"), ("emb_layers_1", "time_emb_proj"),
+               ("skip_connection", "conv_shortcut"))
+
+
+def sgm_to_diffusers(module: str, layers_per_block: int) -> str:
+  """A kohya SDXL UNet module name in the SGM layout -> diffusers' (both '_'-joined); other
+  names are returned unchanged. input_blocks i > 0 hold (resnet, attention) pairs of down block
+  (i - 1) // (layers_per_block + 1), the last index of each block its downsampler (`_0_op`);
+  output_blocks i: (resnet, attention, upsampler) of up block i // (layers_per_block + 1)."""
+  if module in _SGM_TOP:
+    return _SGM_TOP[module]
+  m = _SGM.match(module)
+  if m is None:
+    return module
+  per = layers_per_block + 1
+  if m.group(5) is not None:  # middle_block_{0,1,2}: resnet, attention, resnet
+    inner = {"0": "resnets_0", "1": "attentions_0", "2": "resnets_1"}.get(m.group(5))
+    if inner is None:
+      return module
+    head, rest = f"mid_block_{inner}", m.group(6) or ""
+  else:
+    kind, i, j, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4) or ""
+    if kind == "input_blocks":
+      block, layer = (i - 1) // per, (i - 1) % per
+      if rest == "op":  # the downsampler's conv
+        return f"down_blocks_{block}_downsamplers_0_conv"
+      head = f"down_blocks_{block}_{('resnets', 'attentions')[min(j, 1)]}_{layer}"
+    else:
+      block, layer = i // per, i % per
+      inner = ("resnets", "attentions", "upsamplers")[min(j, 2)]
+      head = f"up_blocks_{block}_{inner}_{layer if j < 2 else 0}"
+  if "resnets" in head:
+    for old, new in _SGM_RESNET:
+      rest = new if rest == old else rest
+  return f"{head}_{rest}" if rest else head
+
+
 def _alphas(meta: dict) -> dict:
   """PEFT's per-component lora_alpha / r from diffusers' safetensors header, if saved."""
   raw = meta.get("lora_adapter_metadata")
@@ -113,8 +159,11 @@ def fuse(pipe, path: str, scale: float = 1.0) -> list[str]:
   by_kohya = {c: {m[:-len(".weight")].replace(".", "_"): m[:-len(".weight")]
                   for m in s if m.endswith(".weight")} for c, s in states.items()}
   missing, misfit, changed = [], [], set()
+  per_block = int(pipe.unet.config.layers_per_block)
   for (component, module), parts in sorted(groups.items()):
     state = states.get(component)
+    if component == "unet":  # kohya SDXL files name the SGM UNet's layers
+      module = sgm_to_diffusers(module, per_block)
     name = None
     # transformers 5 names CLIPTextModel's layers without the 'text_model.' of older files
     for candidate in (module, "text_model." + module):

@@ -122,3 +122,75 @@ def test_unknown_keys_and_other_architectures_are_one_line(torch_sd, tmp_path):
                                                                  ("b.safetensors", 1.0)]
   with pytest.raises(ConfigError, match="scale after ':' must be a number"):
     lora.parse_specs("a.safetensors:half")
+
+
+def _to_sgm(name: str, per: int = 3) -> str:
+  """diffusers SDXL UNet module -> the SGM name sd-scripts writes (layers_per_block 2: per = 3),
+  written out from the SGM layout (input_blocks[0] = conv_in, then per down block its
+  (resnet, attention) pairs and a downsampler; output_blocks per up block (resnet, attention,
+  upsampler)); diffusers' loader, not this function, decides whether it is right."""
+  p = name.split(".")
+  resnet = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+            "conv_shortcut": "skip_connection"}
+  if p[0] == "down_blocks":
+    b = int(p[1])
+    if p[2] == "downsamplers":
+      return f"input_blocks.{(b + 1) * per}.0.op"
+    i, j = 1 + b * per + int(p[3]), {"resnets": 0, "attentions": 1}[p[2]]
+    rest = p[4:]
+    head = f"input_blocks.{i}.{j}"
+  elif p[0] == "mid_block":
+    head = "middle_block." + {("resnets", "0"): "0", ("attentions", "0"): "1",
+                              ("resnets", "1"): "2"}[(p[1], p[2])]
+    rest = p[3:]
+  else:
+    b = int(p[1])
+    if p[2] == "upsamplers":
+      return f"output_blocks.{b * per + per - 1}.2.conv"
+    head = f"output_blocks.{b * per + int(p[3])}.{ {'resnets': 0, 'attentions': 1}[p[2]] }"
+    rest = p[4:]
+  rest = ".".join(rest)
+  return f"{head}.{resnet.get(rest, rest)}"
+
+
+def test_kohya_sdxl_lora_with_sgm_names_fuses_like_diffusers(tmp_path):
+  """sd-scripts' SDXL LoRAs name the original UNet's layers (input_blocks_4_1_...); diffusers
+  renames them (_maybe_map_sgm_blocks_to_diffusers); so does lora.fuse: same fused weights."""
+  import diffusers
+  from synth_jax.diffusion import unet as unet_lib
+  from tests.diffusion_models import sdxl_helpers
+  path = str(tmp_path / "sdxl")
+  pt = sdxl_helpers.make_torch_sdxl(path, seed=3)
+  wanted = ("attn1.to_q", "attn2.to_k", "ff.net.2", "proj_in", "conv1", "time_emb_proj",
+            "downsamplers.0.conv", "upsamplers.0.conv")
+  rng = np.random.default_rng(2)
+  tensors, names = {}, []
+  for name, m in pt.unet.named_modules():
+    if not name.endswith(wanted) or not hasattr(m, "weight"):
+      continue
+    shape = tuple(m.weight.shape)
+    key = "lora_unet_" + _to_sgm(name).replace(".", "_")
+    tensors[f"{key}.lora_down.weight"] = (0.3 * rng.standard_normal((4,) + shape[1:])).astype(np.float32)
+    tensors[f"{key}.lora_up.weight"] = (0.3 * rng.standard_normal(
+        (shape[0], 4) + (1,) * (len(shape) - 2))).astype(np.float32)
+    tensors[f"{key}.alpha"] = np.array(8.0, np.float32)
+    names.append(name)
+  assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)
+  assert any(k.startswith("lora_unet_middle_block_") for k in tensors)
+  assert any(k.startswith("lora_unet_output_blocks_") for k in tensors)
+  file = str(tmp_path / "kohya_sdxl.safetensors")
+  weights.write_safetensors(file, tensors)
+  ref = diffusers.StableDiffusionXLPipeline.from_pretrained(path)
+  ref.load_lora_weights(file)
+  ref.fuse_lora(lora_scale=0.6)
+  ref.unload_lora_weights()  # keeps the fused weights, drops PEFT's wrappers (plain key names)
+  want = {k: v.detach().numpy() for k, v in ref.unet.state_dict().items()}
+  pipe = loading.load_pipeline(path)
+  assert lora.fuse(pipe, file, 0.6) == ["unet"]
+  got = unet_lib.params_to_diffusers(pipe.params["unet"])
+  base = {k: v.detach().numpy() for k, v in pt.unet.state_dict().items()}
+  worst = max(float(np.abs(got[k] - want[k].reshape(got[k].shape)).max()) for k in got)
+  changed = sorted(k for k in got if not np.allclose(got[k], base[k].reshape(got[k].shape)))
+  print(f"kohya SDXL (SGM names): {len(names)} layers, fused weights max abs diff {worst:.1e}")
+  assert worst <= 1e-5
+  assert sorted(f"{n}.weight" for n in names) == changed
