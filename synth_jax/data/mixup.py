@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,19 +37,55 @@ def _targets(labels, num_classes):
   return labels.astype(jnp.float32)
 
 
-def mixup(rng, images, labels, alpha: float, num_classes: int | None = None):
+def host_order(segments: tuple[int, ...], hosts: int):
+  """Where each row of a global batch sits in the one-process order, for `hosts` processes that
+  each feed `segments` rows per stream (the pipeline's host p takes rows p::hosts of every
+  stream; the hosts' batches are stacked host after host, each [stream 0 rows, stream 1 rows]).
+  Returns (canon, rows): canon[g] = the one-process position of global row g, rows = its inverse;
+  None for one process (the orders agree)."""
+  if hosts <= 1:
+    return None
+  per_host = sum(segments)
+  canon = np.empty(per_host * hosts, np.int32)
+  for g in range(len(canon)):
+    p, r = divmod(g, per_host)
+    base = 0
+    for seg in segments:
+      if r < seg:
+        canon[g] = base + r * hosts + p
+        break
+      r -= seg
+      base += seg * hosts
+  rows = np.empty_like(canon)
+  rows[canon] = np.arange(len(canon), dtype=np.int32)
+  return canon, rows
+
+
+def _partner(key, n: int, order):
+  """Row g's mixing partner: a permutation drawn over the one-process order (`host_order`), so
+  N processes mix the same pairs as one process does; plain `permutation(key, n)` for one."""
+  perm = jax.random.permutation(key, n)
+  if order is None:
+    return perm
+  canon, rows = order
+  if len(canon) != n:
+    raise ValueError(f"host_order covers {len(canon)} rows, the batch has {n}")
+  return jnp.asarray(rows)[perm[jnp.asarray(canon)]]
+
+
+def mixup(rng, images, labels, alpha: float, num_classes: int | None = None, order=None):
   """lam * x + (1 - lam) * x[perm], same for targets; returns (images, targets, lam)."""
   targets = _targets(labels, num_classes)
   if alpha <= 0:
     return images, targets, jnp.float32(1.0)
   k_lam, k_perm = jax.random.split(rng)
   lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
-  perm = jax.random.permutation(k_perm, images.shape[0])
+  perm = _partner(k_perm, images.shape[0], order)
   mixed = lam * images + (1 - lam) * images[perm]
   return mixed.astype(images.dtype), lam * targets + (1 - lam) * targets[perm], lam
 
 
-def cutmix(rng, images, labels, alpha: float, num_classes: int | None = None):
+def cutmix(rng, images, labels, alpha: float, num_classes: int | None = None, order=None):
   """Pastes a box of x[perm] into x (NHWC); targets weighted by the pasted area."""
   targets = _targets(labels, num_classes)
   if alpha <= 0:
@@ -65,21 +102,22 @@ def cutmix(rng, images, labels, alpha: float, num_classes: int | None = None):
   ys = jnp.arange(h)[:, None]
   xs = jnp.arange(w)[None, :]
   box = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)  # [H, W]
-  perm = jax.random.permutation(k_perm, images.shape[0])
+  perm = _partner(k_perm, images.shape[0], order)
   mixed = jnp.where(box[None, :, :, None], images[perm], images)
   lam = 1.0 - box.sum().astype(jnp.float32) / (h * w)  # the area really kept
   return mixed, lam * targets + (1 - lam) * targets[perm], lam
 
 
 def mix_batch(rng, images, labels, num_classes: int, mixup_alpha: float = 0.0,
-              cutmix_alpha: float = 0.0, switch_prob: float = 0.5):
-  """Mixup, CutMix, or one of the two per batch (CutMix with probability switch_prob)."""
+              cutmix_alpha: float = 0.0, switch_prob: float = 0.5, order=None):
+  """Mixup, CutMix, or one of the two per batch (CutMix with probability switch_prob).
+  `order`: `host_order(...)` of a multi-process run (pairs as one process would make them)."""
   if mixup_alpha > 0 and cutmix_alpha > 0:
     k_sw, k_mix = jax.random.split(rng)
     use_cutmix = jax.random.uniform(k_sw) < switch_prob
     return jax.lax.cond(use_cutmix,
-                        lambda: cutmix(k_mix, images, labels, cutmix_alpha, num_classes)[:2],
-                        lambda: mixup(k_mix, images, labels, mixup_alpha, num_classes)[:2])
+                        lambda: cutmix(k_mix, images, labels, cutmix_alpha, num_classes, order)[:2],
+                        lambda: mixup(k_mix, images, labels, mixup_alpha, num_classes, order)[:2])
   if cutmix_alpha > 0:
-    return cutmix(rng, images, labels, cutmix_alpha, num_classes)[:2]
-  return mixup(rng, images, labels, mixup_alpha, num_classes)[:2]
+    return cutmix(rng, images, labels, cutmix_alpha, num_classes, order)[:2]
+  return mixup(rng, images, labels, mixup_alpha, num_classes, order)[:2]

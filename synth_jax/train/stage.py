@@ -265,7 +265,8 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
             # Paired batches route each row by its own domain id (the pipeline's "domain"),
             # not by position: on several hosts the global batch interleaves hosts' halves.
             domain="batch" if phase.data == "paired" else None,
-            state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh)),
+            state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh),
+            host_order=_host_order(config, phase, t.batches[i] if t.batches else config.batch_size)),
         rng=streams.key(config.seed, "train_step", i),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         eval_every=config.eval_every, history=list(records),
@@ -274,6 +275,19 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
     return loop.run_phase(run, state, iterator, t.mesh, t.mngr, t.recorder)
   finally:  # stop this phase's grain worker processes before the next phase starts its own
     _close(iterator)
+
+
+def _host_order(config, phase: Phase, batch_size: int):
+  """The pipeline's row layout on several processes (host p feeds rows p::N of each stream),
+  for Mixup/CutMix to pair rows as one process would; None on one process."""
+  from synth_jax.data import mixup
+  hosts = jax.process_count()
+  if hosts == 1:
+    return None
+  if phase.data == "paired":
+    n_real, n_syn = _domain(config)
+    return mixup.host_order((n_real // hosts, n_syn // hosts), hosts)
+  return mixup.host_order((int(batch_size) // hosts,), hosts)
 
 
 def phase_record(t: Trainer, i: int, ev: dict) -> dict:

@@ -31,7 +31,8 @@ def _images(batch, dtype, norm=None):
 def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
                     cutmix_alpha: float = 0.0, label_smoothing: float = 0.0,
                     domain: Any = None, dtype=jnp.float32, norm=None,
-                    state_shardings: Any = None, metrics_sharding: Any = None):
+                    state_shardings: Any = None, metrics_sharding: Any = None,
+                    host_order: Any = None):
   """A jitted (state, batch, rng) -> (state, metrics) with the state donated.
 
   With `state_shardings` (a TrainState of NamedShardings) the new state is pinned to the old
@@ -42,6 +43,8 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
     domain: the model's BN routing: None, an int, static (n_real, n_syn) split sizes, or
       "batch" = each example's `batch["domain"]` id (right for any host count and row order).
     mixup_alpha/cutmix_alpha: > 0 turns the regularizer on (soft targets).
+    host_order: `mixup.host_order(...)` on several processes: Mixup/CutMix pair the rows as a
+      one-process run over the same global batch would.
   """
   def step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
@@ -50,7 +53,7 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
     route = batch["domain"] if isinstance(domain, str) and domain == "batch" else domain
     if mixup_alpha > 0 or cutmix_alpha > 0:
       images, targets = mixup_lib.mix_batch(rng, images, labels, num_classes, mixup_alpha,
-                                            cutmix_alpha)
+                                            cutmix_alpha, order=host_order)
     else:
       targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     if label_smoothing:

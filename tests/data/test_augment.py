@@ -99,3 +99,29 @@ def test_cutmix_target_weight_equals_pasted_area():
   same, t0 = mixup.mix_batch(jax.random.key(0), x, y, 4)  # alpha 0: identity
   np.testing.assert_array_equal(same, x)
   np.testing.assert_array_equal(t0, jax.nn.one_hot(y, 4))
+
+
+@pytest.mark.parametrize("segments,hosts", [((4,), 2), ((2,), 4), ((3, 1), 2), ((2, 2), 4)])
+def test_mixing_on_several_hosts_pairs_rows_as_one_process(segments, hosts):
+  """The N-process global batch is the one-process batch reordered (host p: rows p::N of each
+  stream, hosts stacked); with host_order, Mixup and CutMix make the same pairs (issue 18)."""
+  n = sum(segments) * hosts
+  rng = np.random.default_rng(0)
+  one = rng.standard_normal((n, 4, 4, 3)).astype(np.float32)
+  labels = rng.integers(0, 5, n)
+  stream_starts = np.cumsum((0,) + tuple(s * hosts for s in segments))
+  rows = [stream_starts[k] + i * hosts + p for p in range(hosts)
+          for k, seg in enumerate(segments) for i in range(seg)]  # the pipeline's layout
+  canon, _ = mixup.host_order(segments, hosts)
+  np.testing.assert_array_equal(canon, rows)
+  order = mixup.host_order(segments, hosts)
+  key = jax.random.PRNGKey(3)
+  for mix in (lambda x, y, o: mixup.mixup(key, x, y, 0.4, 5, o)[:2],
+              lambda x, y, o: mixup.cutmix(key, x, y, 1.0, 5, o)[:2]):
+    want_x, want_t = mix(one, labels, None)
+    got_x, got_t = mix(one[canon], labels[canon], order)
+    np.testing.assert_allclose(np.asarray(got_x), np.asarray(want_x)[canon], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_t), np.asarray(want_t)[canon], rtol=0, atol=1e-6)
+    plain_x, _ = mix(one[canon], labels[canon], None)  # without it the pairs differ
+    assert not np.allclose(np.asarray(plain_x), np.asarray(want_x)[canon])
+  assert mixup.host_order((4,), 1) is None
