@@ -1,7 +1,12 @@
 """The finetune learning check (issue 21): a small Stable Diffusion trained from scratch on
 scikit-learn digits, scored by its classification accuracy score (CAS).
 
-  python bench/cas_digits.py --workdir runs/bench/cas_digits [--steps 1500 --vae_steps 400]
+  python bench/cas_digits.py --workdir runs/bench/cas_digits [--steps 4000 --vae_steps 400]
+
+Measured 2026-12-07 on this 2-core CPU (seed 0, 50 images per digit, guidance 3): CAS 76.4%
+after 1500 steps (363 s of training), 100.0% (500 of 500) after 4000 (870 s in all; the ceiling,
+the SVC on the real test digits, is 98.9%). CAS measures recognisability, not diversity: the
+4000-step images of one digit look alike (cas_sheet.png).
 
 Trains configs/finetune/digits_scratch.py (VAE, then UNet + text encoder; 16 px) on the digits'
 train split, draws `--per_class` images per digit from "a photo of the digit <name>" (our sampler,
@@ -22,7 +27,7 @@ import time
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("--workdir", default="runs/bench/cas_digits")
-  p.add_argument("--steps", type=int, default=1500)
+  p.add_argument("--steps", type=int, default=4000)
   p.add_argument("--vae_steps", type=int, default=400)
   p.add_argument("--per_class", type=int, default=50)
   p.add_argument("--seed", type=int, default=0)

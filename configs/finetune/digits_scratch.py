@@ -20,7 +20,7 @@ base = import_file("base.py", __file__)
 
 def get_config(arg=None):
   """`arg`: 'dataset=DIR_OR_NAME,steps=INT,vae_steps=INT,resolution=INT,seed=INT,shots=INT'."""
-  a = parse_arg(arg, dataset="", steps=1500, vae_steps=400, resolution=16, seed=0, shots=-1)
+  a = parse_arg(arg, dataset="", steps=4000, vae_steps=400, resolution=16, seed=0, shots=-1)
   c = base.get_config(f"dataset={a.dataset},steps={a.steps},resolution={a.resolution},"
                       f"seed={a.seed},shots={a.shots}")
   c.init = "scratch"
