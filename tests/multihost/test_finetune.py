@@ -3,9 +3,9 @@
 Each process draws the whole batch of step s from (seed, s) and feeds its own devices' rows
 (sharding.shard_global_batch); the loss mean's cross-device sum runs in another order (gloo across
 processes vs XLA in one), so the exported UNet agrees to float32 rounding carried through a few
-AdamW steps."""
+AdamW steps (measured: 1.7e-6 after 4 steps that moved weights by up to 3.6e-3). In the default
+run (issue 18: N=2 there): ~85 s on 2 cores."""
 import numpy as np
-import pytest
 
 from synth_jax.data import digits
 from synth_jax.models import weights
@@ -23,7 +23,6 @@ def _args(root, data, workdir):
           "--config.ema_decay=0.9"]
 
 
-@pytest.mark.slow  # two multi-process finetune runs: ~1-2 min on 2 cores
 def test_finetune_two_processes_unet_equal_within_rounding(tmp_path):
   from synth_jax.diffusion import tiny
   tiny.make_tiny_pipeline(str(tmp_path / "sd"), seed=5)
