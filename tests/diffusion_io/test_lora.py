@@ -153,6 +153,7 @@ def _to_sgm(name: str, per: int = 3) -> str:
   return f"{head}.{resnet.get(rest, rest)}"
 
 
+@pytest.mark.slow  # ~30 s: a tiny SDXL in diffusers + PEFT
 def test_kohya_sdxl_lora_with_sgm_names_fuses_like_diffusers(tmp_path):
   """sd-scripts' SDXL LoRAs name the original UNet's layers (input_blocks_4_1_...); diffusers
   renames them (_maybe_map_sgm_blocks_to_diffusers); so does lora.fuse: same fused weights."""

@@ -138,6 +138,7 @@ def torch_lcm(tmp_path_factory):
   return path, pt
 
 
+@pytest.mark.slow  # ~30 s: two compiles + diffusers
 def test_lcm_distilled_unet_takes_the_guidance_as_input_like_diffusers(torch_lcm, monkeypatch):
   """LCM-Dreamshaper-style UNets: guidance w enters as get_guidance_scale_embedding(w - 1) added
   to the time embedding, with no CFG batch; images match diffusers and move with w."""

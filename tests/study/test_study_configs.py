@@ -44,13 +44,14 @@ def test_study_grid_sizes():
 def test_stage_configs_resolve_and_prompts_use_the_caption_language(tmp_path):
   for s in ("template", "diversified", "dsi", "finetuned"):
     g = config_lib.load_config(os.path.join(STUDY, "generate.py") + f":set={s},root={tmp_path}")
-    assert g.workdir == f"{tmp_path}/gen/{s}" and g.resolution == 32 and g.images_per_class == 80
+    assert g.workdir == f"{tmp_path}/gen/{s}" and g.resolution == 0 and g.images_per_class == 80
   g = config_lib.load_config(os.path.join(STUDY, "generate.py") + ":set=template")
   assert g.template.format("three") == digit_styles.caption(None, "three")
   inv = config_lib.load_config(os.path.join(STUDY, "invert.py"))
   assert inv.shots == 10 and inv.init_word in digit_styles.NAMED_STYLES
   ft = config_lib.load_config(os.path.join(STUDY, "finetune.py"))
   assert ft.shots == 10 and ft.dataset.endswith("digits_target/1.0.0")
+  assert inv.resolution == ft.resolution == 16  # the shipped generator's own size
   # Yu: every SD / CD prompt the answers file yields is a caption the generator was trained on.
   p = config_lib.load_config(os.path.join(STUDY, "prompts.py") + ":set=diversified")
   with open(p.llm.path) as f:
