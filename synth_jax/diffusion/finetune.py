@@ -108,9 +108,13 @@ def _validate_scratch(config) -> None:
   if sc is None or not all(k in sc for k in ("vae", "unet", "text_encoder")):
     raise checks.bad("scratch", sc, "needs the model sizes (vae, unet, text_encoder) for "
                      "init=scratch; start from configs/finetune/digits_scratch.py", "...")
+  from synth_jax.diffusion import tiny
+  defaults = tiny.tiny_configs()  # the keys' types: diffusers would read "no" as true
   for part in ("vae", "unet", "text_encoder"):
     for k, v in sc[part].items():
       key = f"scratch.{part}.{k}"
+      if isinstance(defaults[part].get(k), bool) and not isinstance(v, bool):
+        raise checks.bad(key, v, "must be true or false", defaults[part][k])
       if isinstance(v, bool):
         continue
       if isinstance(v, int) and not 1 <= v <= 65536:
