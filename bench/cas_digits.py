@@ -38,6 +38,7 @@ def main(argv=None) -> int:
   from synth_jax.diffusion import cas
   from synth_jax.diffusion import finetune
   from synth_jax.diffusion import finetune_data
+  from synth_jax.diffusion import generate_finish
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   data = digits.write_digits(os.path.join(a.workdir, "data"))
   cfg = config_lib.load_config(
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
          "command": "python bench/cas_digits.py " + " ".join(argv if argv is not None else sys.argv[1:])}
   files.write_json(os.path.join(a.workdir, "cas.json"), out)
   files.write_bytes(os.path.join(a.workdir, "cas_sheet.png"),
-                    finetune.contact_sheet(images[::max(1, a.per_class // 10)], cols=10))
+                    generate_finish.contact_sheet(list(images[::max(1, a.per_class // 10)]), cols=10))
   print(json.dumps(out))
   return 0
 

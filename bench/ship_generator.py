@@ -91,9 +91,9 @@ def main(argv=None) -> int:
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = json.load(f)
   result, images = measure_cas(ASSET, guidance=a.guidance)
-  from synth_jax.diffusion.finetune import contact_sheet
+  from synth_jax.diffusion.generate_finish import contact_sheet
   with open(os.path.join(ASSET, "samples.png"), "wb") as f:
-    f.write(contact_sheet(images[::2], cols=10))
+    f.write(contact_sheet(list(images[::2]), cols=10))
   files = sha256s(ASSET)
   size = sum(os.path.getsize(os.path.join(ASSET, f)) for f in files)
   record = {"command": a.command, "config": config, "train_seconds": a.seconds, "machine": a.machine,

@@ -256,18 +256,17 @@ def _splits(spec: dict) -> tuple[str, str]:
 
 
 def contact_sheet(images, labels, per_class: int, classes: int) -> bytes:
-  """A grid: one row per class (the first `classes`), its first `per_class` images."""
+  """A grid: one row per class (the first `classes`), its first `per_class` images (48 px tiles,
+  blank where a class has fewer)."""
   from PIL import Image
+  from synth_jax.diffusion import generate_finish
   side = 48
-  rows = []
+  tiles = []
   for c in sorted(set(labels.tolist()))[:classes]:
-    ims = [np.asarray(Image.fromarray(im[..., :3]).resize((side, side), Image.NEAREST))
+    row = [Image.fromarray(im[..., :3]).resize((side, side), Image.NEAREST)
            for im in images[labels == c][:per_class]]
-    ims += [np.full((side, side, 3), 255, np.uint8)] * (per_class - len(ims))
-    rows.append(np.concatenate(ims, 1))
-  buf = io.BytesIO()
-  Image.fromarray(np.concatenate(rows, 0)).save(buf, format="PNG")
-  return buf.getvalue()
+    tiles += row + [Image.new("RGB", (side, side), (255, 255, 255))] * (per_class - len(row))
+  return generate_finish.contact_sheet(tiles, cols=per_class)
 
 
 def _synthetic_section(page: _Page, synthetic_sets: dict, config):

@@ -16,7 +16,6 @@ its EMA when `ema`), written last, which `synth-jax generate` takes as model_pat
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import jax
 import numpy as np
 
 from synth_jax import checkpoint_integrity, faults, files, hosts, runs, sharding
-from synth_jax.diffusion import finetune_data, finetune_step, loading
+from synth_jax.diffusion import finetune_data, finetune_step, generate_finish, loading
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 
 log = logging.getLogger(__name__)
@@ -288,17 +287,7 @@ class Preview:
     prompts = [self.prompts[i % self.n] for i in range(self.batch)]
     images = self.sampler(prompts, "", np.arange(self.batch, dtype=np.uint32),
                           float(self.config.preview_guidance))[:self.n]
-    files.write_bytes(os.path.join(self.workdir, name), contact_sheet(images))
+    files.write_bytes(os.path.join(self.workdir, name),
+                      generate_finish.contact_sheet(list(images), cols=8))
 
 
-def contact_sheet(images: np.ndarray, cols: int = 8) -> bytes:
-  """uint8 (N, H, W, 3) -> PNG bytes of a grid, `cols` wide."""
-  from PIL import Image
-  n, h, w = images.shape[:3]
-  cols = min(cols, n)
-  sheet = Image.new("RGB", (cols * w, -(-n // cols) * h))
-  for i, im in enumerate(images):
-    sheet.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
-  buf = io.BytesIO()
-  sheet.save(buf, format="PNG")
-  return buf.getvalue()

@@ -10,6 +10,8 @@ import math
 import os
 import time
 
+import numpy as np
+
 from synth_jax import files, runs
 from synth_jax.errors import ConfigError
 
@@ -92,9 +94,12 @@ def wait_for_shards(w, split: str, num_shards: int) -> None:
     time.sleep(POLL_S)
 
 
-def contact_sheet(tiles: list, cols: int = 4) -> bytes:
-  """PNG bytes of PIL images (all one size) in a grid, `cols` per row (generate and invert preview)."""
+def contact_sheet(tiles, cols: int = 4) -> bytes:
+  """PNG bytes of images (PIL, or uint8 (H, W, 3) arrays; all one size) in a grid, `cols` per
+  row: generate's per-class sheets, invert's and finetune's previews, the report's and demo's
+  one-row-per-class sheets."""
   from PIL import Image
+  tiles = [t if isinstance(t, Image.Image) else Image.fromarray(np.asarray(t)) for t in tiles]
   w, h = tiles[0].size
   cols = min(cols, len(tiles))
   sheet = Image.new("RGB", (cols * w, math.ceil(len(tiles) / cols) * h))
