@@ -51,5 +51,5 @@ def test_cas_stays_within_two_points_of_the_record():
   spec.loader.exec_module(ship)
   rec = _record()["cas"]
   got, _ = ship.measure_cas(ASSET, per_class=rec["per_class"], seed=rec["seed"],
-                            resolution=rec["resolution"])
+                            resolution=rec["resolution"], guidance=rec["guidance"])
   assert got["cas"] >= rec["cas"] - 0.02, (got, rec)
