@@ -12,6 +12,7 @@ boundaries; a finished run (results.json present) is a no-op.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -356,6 +357,9 @@ def build(config, workdir: str):
 
 def train(config: ConfigDict) -> dict:
   """Runs (or resumes) every phase of config.method; returns and writes results.json."""
+  # build() resolves settings into the config (input normalisation from the weights); on a copy,
+  # so the caller's config stays the one run_stage recorded and a rerun with it is not refused
+  config = copy.deepcopy(config)
   workdir = runs.workdir(config)
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):

@@ -103,7 +103,7 @@ def test_killed_at_phase_boundary_then_rerun_trains_phase2(data, tmp_path, monke
 
 def _flat(cfg):
   out = {}
-  for k in ("workdir", "dataset", "synthetic", "model", "batch_size", "eval_batch_size", "log_every",
+  for k in ("workdir", "dataset", "synthetic", "model", "init", "batch_size", "eval_batch_size", "log_every",
             "checkpoint_every", "keep_checkpoints", "tensorboard"):
     out[k] = cfg[k]
   for k in ("resolution", "min_scale"):
