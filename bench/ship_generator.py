@@ -37,13 +37,6 @@ def sha256s(folder: str) -> dict[str, str]:
   return out
 
 
-def _to_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
-  """uint8 (N, H, W, 3) at any size -> uint8 at `resolution`, resized as the trainer resizes."""
-  from synth_jax.diffusion import invert_data
-  return np.stack([np.round((invert_data._image(im, resolution, False) + 1) * 127.5).astype(np.uint8)
-                   for im in images])
-
-
 def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int = 16,
                 guidance: float = 3.0) -> tuple[dict, np.ndarray]:
   """CAS in the generator's own domain: an RBF SVC (synth_jax.diffusion.cas) fit on the study's
@@ -57,9 +50,9 @@ def measure_cas(model: str, per_class: int = 20, seed: int = 0, resolution: int 
   from synth_jax.diffusion import cas
   from sklearn.datasets import load_digits
   src = digit_styles.study_arrays(seed=0)["source"]
-  clf = cas.fit_classifier(_to_uint8(src["image"], resolution), src["label"])
+  clf = cas.fit_classifier(cas.resized(src["image"], resolution), src["label"])
   data, test = load_digits(), digit_styles.pools(0)["test"]
-  ceil_x = _to_uint8(np.stack([digit_styles.render(digit_styles._strokes(data.images[i], 32), s,
+  ceil_x = cas.resized(np.stack([digit_styles.render(digit_styles._strokes(data.images[i], 32), s,
                                                    streams.rng(0, "digit_render", int(i), 0))
                                for s in digit_styles.NAMED_STYLES for i in test]), resolution)
   ceil_y = np.tile(data.target[test], len(digit_styles.NAMED_STYLES))

@@ -60,13 +60,20 @@ def _load(relpath: str, arg: str | None = None) -> ml_collections.ConfigDict:
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digits_generator")
 
 
+def _about(model: str) -> str:
+  """The first line of a generator folder's TRAINED.md (what it was trained on), or ''."""
+  path = os.path.join(model, "TRAINED.md")
+  if not os.path.isfile(path):
+    return ""
+  with open(path) as f:
+    return f.readline().strip()
+
+
 def _model(config, workdir: str) -> str:
   if config.model_path and config.model_path != "untrained":
     return config.model_path
   if not config.model_path and os.path.isfile(os.path.join(SHIPPED, "model_index.json")):
-    about = os.path.join(SHIPPED, "TRAINED.md")
-    line = open(about).readline().strip() if os.path.isfile(about) else "the shipped digits generator"
-    print(f"generator: {line}", flush=True)
+    print(f"generator: {_about(SHIPPED) or 'the shipped digits generator'}", flush=True)
     return SHIPPED
   from synth_jax.diffusion import tiny
   path = os.path.join(workdir, "tiny_sd")
@@ -160,9 +167,7 @@ def validate(config) -> None:
 
 
 def _report(workdir: str, results: dict[str, dict], untrained: bool, model: str) -> str:
-  about = os.path.join(model, "TRAINED.md")
-  made = open(about).readline().strip() if os.path.isfile(about) else model
-  lines = ["# synth-jax demo: digits, 10-shot", "", f"Generator: {made}", ""]
+  lines = ["# synth-jax demo: digits, 10-shot", "", f"Generator: {_about(model) or model}", ""]
   if os.path.isfile(os.path.join(workdir, "contact_sheet.png")):
     lines += ["![synthetic images, one row per digit](contact_sheet.png)", ""]
   lines += ["| method | top-1 % | top-5 % |", "|---|---|---|"]

@@ -31,12 +31,17 @@ def accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> float:
 def split_arrays(dataset: str, split: str, resolution: int, data_dir: str | None = None):
   """(uint8 images (N, r, r, 3), labels, class names) of a dataset split, resized to r."""
   from synth_jax.data import sources
-  from synth_jax.diffusion import invert_data
   s = sources.open_split(dataset, split, data_dir=data_dir)
   labels = np.asarray(s.labels(), np.int64)
-  images = np.stack([np.round((invert_data._image(s.source[i]["image"], resolution, False) + 1)
-                              * 127.5).astype(np.uint8) for i in range(len(labels))])
+  images = resized([s.source[i]["image"] for i in range(len(labels))], resolution)
   return images, labels, list(s.class_names)
+
+
+def resized(images, resolution: int) -> np.ndarray:
+  """Encoded images or uint8 arrays -> uint8 (N, r, r, 3), resized as the finetune trainer does."""
+  from synth_jax.diffusion import invert_data
+  return np.stack([np.round((invert_data._image(im, resolution, False) + 1) * 127.5).astype(np.uint8)
+                   for im in images])
 
 
 def generate_per_class(model_path: str, prompts: list[str], per_class: int, resolution: int,
