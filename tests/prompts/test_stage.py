@@ -270,7 +270,7 @@ def test_disambiguation_with_real_clip_matches_transformers(tmp_path):
   model = helpers.hf_clip_folder(clip_dir, seed=2)
   cfg = _config(YU, f"dataset={data},clip={clip_dir}", str(tmp_path / "run"), "llm.kind=hf",
                 "strategies=template", "disambiguate.images_per_class=4",
-                "disambiguate.batch_size=8")
+                "disambiguate.batch_size=8", "template.family=simple")
   cfg.classes = ["three", "seven"]
   fake = DigitsLLM()
   out = artifact.read(stage.prompts(cfg, llm_backend=fake))
