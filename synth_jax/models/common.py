@@ -35,13 +35,16 @@ def abstract_variables(model, image_size: int) -> dict:
 
 
 def load_flat(model, flat: Mapping[str, np.ndarray], source: str, *, image_size: int,
-              keep_head: bool | None = None, rng=None) -> tuple[Any, dict, dict]:
+              keep_head: bool | None = None, rng=None, place=None) -> tuple[Any, dict, dict]:
   """Fills `model`'s variables from `flat` ('params/...' and 'batch_stats/...' keys).
 
   Plain (C,) tensors are copied to every domain of per-domain norms. The checkpoint's head is kept
   when `keep_head` is True, or None and its shape fits; otherwise a fresh head is initialized
   (`reinit_head`). Missing, unexpected or mis-shaped tensors raise WeightsError naming them.
   Returns (model, params, batch_stats) with batch_stats {} for models without BatchNorm.
+  `place` (variables -> shardings, as the random inits take it): each leaf goes from the host
+  straight to its shards, so a large model never lands whole on one device first; without it the
+  arrays are plain jnp arrays on the default device (interactive use).
   """
   target = abstract_variables(model, image_size)
   tflat = weights.flatten(target)
@@ -58,9 +61,13 @@ def load_flat(model, flat: Mapping[str, np.ndarray], source: str, *, image_size:
   params = merged["params"]
   if dont_load:  # the head leaves are still ShapeDtypeStructs
     params = reinit_head(params, rng if rng is not None else jax.random.key(0))
-  params = jax.tree.map(jnp.asarray, params)
-  stats = jax.tree.map(jnp.asarray, merged.get("batch_stats", {}))
-  return model, params, stats
+  params = jax.tree.map(np.asarray, params)
+  stats = jax.tree.map(np.asarray, merged.get("batch_stats", {}))
+  if place is None:
+    return model, jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, stats)
+  variables = {"params": params, "batch_stats": stats}
+  placed = jax.device_put(variables, place(variables))
+  return model, placed["params"], placed["batch_stats"]
 
 
 def reinit_head(params: Mapping, rng, num_classes: int | None = None, zero: bool = False) -> dict:

@@ -50,10 +50,11 @@ def vit_from_big_vision(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {f"params/{k}": v for k, v in flat.items()}
 
 
-def load_vit(path: str, model, image_size=None, keep_head=None):
+def load_vit(path: str, model, image_size=None, keep_head=None, place=None):
   """big_vision / augreg ViT .npz -> (model, params, {})."""
   flat = vit_from_big_vision(weights.read_tensors(path))
   size = common.vit_image_size(model, flat.get("params/pos_embedding", np.zeros((1, 1, 1))).shape[1], image_size)
   flat = common.fit_posemb(flat, "params/pos_embedding", model, size)
-  model, params, _ = common.load_flat(model, flat, path, image_size=size, keep_head=keep_head)
+  model, params, _ = common.load_flat(model, flat, path, image_size=size, keep_head=keep_head,
+                                      place=place)
   return model, params, {}

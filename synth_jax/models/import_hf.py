@@ -73,12 +73,13 @@ def resnet_from_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def load_resnet(folder: str, model, keep_head=None):
+def load_resnet(folder: str, model, keep_head=None, place=None):
   """HF ResNet folder -> (model, params, batch_stats)."""
   config, sd = read_folder(folder)
   _expect(config, folder, downsample_in_bottleneck=False, downsample_in_first_stage=False, hidden_act="relu",
           embedding_size=64)
-  return common.load_flat(model, resnet_from_hf(sd), folder, image_size=64, keep_head=keep_head)
+  return common.load_flat(model, resnet_from_hf(sd), folder, image_size=64, keep_head=keep_head,
+                          place=place)
 
 
 # ---------------------------------------------------------------- ViT
@@ -127,7 +128,7 @@ def _block(pre, sub, leaf, v, heads, name):
   return {name: v}
 
 
-def load_vit(folder: str, model, image_size=None, keep_head=None):
+def load_vit(folder: str, model, image_size=None, keep_head=None, place=None):
   """HF ViT folder -> (model, params, {}); LayerNorm epsilon taken from the config."""
   config, sd = read_folder(folder)
   _expect(config, folder, hidden_act="gelu", qkv_bias=True)
@@ -135,5 +136,6 @@ def load_vit(folder: str, model, image_size=None, keep_head=None):
   flat = vit_from_hf(sd, model.dims()[3])
   size = common.vit_image_size(model, flat.get("params/pos_embedding", np.zeros((1, 1, 1))).shape[1], image_size)
   flat = common.fit_posemb(flat, "params/pos_embedding", model, size)
-  model, params, _ = common.load_flat(model, flat, folder, image_size=size, keep_head=keep_head)
+  model, params, _ = common.load_flat(model, flat, folder, image_size=size, keep_head=keep_head,
+                                      place=place)
   return model, params, {}

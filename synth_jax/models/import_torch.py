@@ -90,10 +90,11 @@ def resnet_to_torch(params: Mapping, batch_stats: Mapping, domain: int = 0) -> d
   return out
 
 
-def load_resnet(path: str, model, keep_head=None, image_size: int = 64):
+def load_resnet(path: str, model, keep_head=None, image_size: int = 64, place=None):
   """Reads a torchvision/timm ResNet checkpoint into `model` -> (model, params, batch_stats)."""
   flat = resnet_from_torch(weights.read_tensors(path))
-  return common.load_flat(model, flat, path, image_size=image_size, keep_head=keep_head)
+  return common.load_flat(model, flat, path, image_size=image_size, keep_head=keep_head,
+                          place=place)
 
 
 # ---------------------------------------------------------------- ViT (timm)
@@ -182,10 +183,11 @@ def vit_to_timm(params: Mapping, domain: int = 0) -> dict[str, np.ndarray]:
   return out
 
 
-def load_vit(path: str, model, image_size=None, keep_head=None):
+def load_vit(path: str, model, image_size=None, keep_head=None, place=None):
   """Reads a timm ViT checkpoint into `model` -> (model, params, {})."""
   flat = vit_from_timm(weights.read_tensors(path), model.dims()[3])
   size = common.vit_image_size(model, flat.get("params/pos_embedding", np.zeros((1, 1, 1))).shape[1], image_size)
   flat = common.fit_posemb(flat, "params/pos_embedding", model, size)
-  model, params, _ = common.load_flat(model, flat, path, image_size=size, keep_head=keep_head)
+  model, params, _ = common.load_flat(model, flat, path, image_size=size, keep_head=keep_head,
+                                      place=place)
   return model, params, {}

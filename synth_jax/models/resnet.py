@@ -153,19 +153,22 @@ class ResNetVariant:
     v = jax.jit(model.init, out_shardings=out)(rng, x)
     return model, v["params"], v["batch_stats"]
 
-  def from_torchvision(self, path: str, num_classes: int = 1000, domains=("real",), keep_head=None, **kw):
-    """torchvision/timm ResNet .pth/.safetensors -> (model, params, batch_stats); see import_torch."""
+  def from_torchvision(self, path: str, num_classes: int = 1000, domains=("real",), keep_head=None,
+                       place=None, **kw):
+    """torchvision/timm ResNet .pth/.safetensors -> (model, params, batch_stats); see import_torch.
+    `place`: as in `init` (each tensor goes from the host straight to its shards)."""
     from synth_jax.models import import_torch
     return import_torch.load_resnet(path, self(num_classes=num_classes, domains=tuple(domains), **kw),
-                                    keep_head=keep_head)
+                                    keep_head=keep_head, place=place)
 
   from_timm = from_torchvision
 
-  def from_hf(self, folder: str, num_classes: int = 1000, domains=("real",), keep_head=None, **kw):
+  def from_hf(self, folder: str, num_classes: int = 1000, domains=("real",), keep_head=None,
+              place=None, **kw):
     """Hugging Face ResNetModel / ResNetForImageClassification folder -> (model, params, batch_stats)."""
     from synth_jax.models import import_hf
     return import_hf.load_resnet(folder, self(num_classes=num_classes, domains=tuple(domains), **kw),
-                                 keep_head=keep_head)
+                                 keep_head=keep_head, place=place)
 
 
 resnet18, resnet34, resnet50, resnet101, resnet152 = (ResNetVariant(v) for v in ("18", "34", "50", "101", "152"))

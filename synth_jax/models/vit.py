@@ -200,24 +200,26 @@ class ViTVariant:
     v = jax.jit(model.init, out_shardings=out)(rng, x)
     return model, v["params"], {}
 
-  def from_timm(self, path: str, num_classes: int = 1000, domains=("real",), image_size=None, keep_head=None, **kw):
+  def from_timm(self, path: str, num_classes: int = 1000, domains=("real",), image_size=None, keep_head=None,
+                place=None, **kw):
     """timm ViT .safetensors/.pth (augreg included) -> (model, params, {}); see import_torch."""
     from synth_jax.models import import_torch
     return import_torch.load_vit(path, self(num_classes=num_classes, domains=tuple(domains), **kw),
-                                 image_size=image_size, keep_head=keep_head)
+                                 image_size=image_size, keep_head=keep_head, place=place)
 
-  def from_hf(self, folder: str, num_classes: int = 1000, domains=("real",), image_size=None, keep_head=None, **kw):
+  def from_hf(self, folder: str, num_classes: int = 1000, domains=("real",), image_size=None, keep_head=None,
+              place=None, **kw):
     """Hugging Face ViTModel / ViTForImageClassification folder -> (model, params, {})."""
     from synth_jax.models import import_hf
     return import_hf.load_vit(folder, self(num_classes=num_classes, domains=tuple(domains), **kw),
-                              image_size=image_size, keep_head=keep_head)
+                              image_size=image_size, keep_head=keep_head, place=place)
 
   def from_big_vision(self, path: str, num_classes: int = 1000, domains=("real",), image_size=None,
-                      keep_head=None, **kw):
+                      keep_head=None, place=None, **kw):
     """big_vision / vision_transformer ViT .npz -> (model, params, {}), position embeddings resampled."""
     from synth_jax.models import import_big_vision
     return import_big_vision.load_vit(path, self(num_classes=num_classes, domains=tuple(domains), **kw),
-                                      image_size=image_size, keep_head=keep_head)
+                                      image_size=image_size, keep_head=keep_head, place=place)
 
 
 vit_s16, vit_b16, vit_l16, vit_b32 = (ViTVariant(v) for v in ("S/16", "B/16", "L/16", "B/32"))

@@ -124,7 +124,7 @@ def build_model(config, num_classes: int, domains=("real",), place=None):
                       f"{name}; use one of {sorted(INIT_FORMATS)} that the model supports")
   init = os.path.expanduser(config.init)
   # The pretrained head has the wrong width: a fresh one (keep_head=False) of num_classes.
-  return loader(init, num_classes=num_classes, domains=domains, keep_head=False, **kw)
+  return loader(init, num_classes=num_classes, domains=domains, keep_head=False, place=place, **kw)
 
 
 def decay_mask(params) -> Any:

@@ -223,3 +223,29 @@ def test_design_md_documents_every_logical_name_and_no_heuristic_remains():
   assert not [n for n in sorted(names) if f"`{n}`" not in text]
   # one policy: nothing places parameters by a largest-dimension heuristic any more
   assert not hasattr(sharding, "param_shardings") and not hasattr(sharding, "param_spec")
+
+
+def test_pretrained_weights_go_from_the_host_straight_to_their_shards(tmp_path, monkeypatch):
+  """from_torchvision(place=...) device_puts each host tensor to its sharding: no leaf is first
+  made a whole array on one device (the old load_flat ran jnp.asarray over the tree)."""
+  import torch
+  import torchvision
+  torch.manual_seed(0)
+  tm = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1],
+                                        num_classes=10)
+  path = str(tmp_path / "r.pth")
+  torch.save(tm.state_dict(), path)
+  variant = resnet.ResNetVariant("basic:1,1,1,1")
+  _, ref, ref_stats = variant.from_torchvision(path, num_classes=10)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  place = lambda tree: logical_shardings(tree, mesh, min_size=1024)  # noqa: E731
+  whole, asarray = [], jnp.asarray
+  monkeypatch.setattr(jnp, "asarray", lambda x, *a, **k: (  # host tensors made whole arrays
+      whole.append(x.shape) if isinstance(x, np.ndarray) else None) or asarray(x, *a, **k))
+  _, params, stats = variant.from_torchvision(path, num_classes=10, place=place)
+  assert whole == []
+  want = place({"params": params, "batch_stats": stats})["params"]
+  got = jax.tree.map(lambda x: x.sharding, params)
+  assert got == want and any(s.spec != P() for s in jax.tree.leaves(got))
+  jax.tree.map(np.testing.assert_array_equal, params, ref)
+  jax.tree.map(np.testing.assert_array_equal, stats, ref_stats)
