@@ -46,7 +46,7 @@ MAY_CHANGE = {
 # value. finetune: its learning rate is constant after warmup and every batch and EMA decay is a
 # function of the step alone, so 3000 steps then a rerun to 7000 equals one 7000-step run.
 MAY_GROW = {
-    "finetune": ("steps",),
+    "finetune": ("steps", "examples", "epochs"),
 }
 DTYPES = ("float32", "bfloat16", "float16")
 BIG = 10**9  # "huge" counts: beyond any real dataset, and small enough to never overflow

@@ -225,6 +225,14 @@ def steps_from(config: ConfigDict, prefix: str = "", *, examples_per_epoch: int 
   raise ConfigError(f"no length is set for {what}; set one of them > 0")
 
 
+def check_duration(config: ConfigDict, prefix: str = "", example: str = "steps=1000") -> None:
+  """Before any data is read: `steps_from` will find a length (one of steps/examples/epochs > 0)."""
+  key = (lambda u: f"{prefix}_{u}") if prefix else (lambda u: u)  # noqa: E731
+  if not any((config.get(key(u)) or 0) > 0 for u in ("steps", "examples", "epochs")):
+    raise ConfigError(f"no length is set: {key('steps')}, {key('examples')} and {key('epochs')} "
+                      f"are all 0; pass e.g. --config.{example}")
+
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 

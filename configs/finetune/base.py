@@ -44,6 +44,10 @@ def get_config(arg=None):
   c.noise_offset = 0.0            # offset noise (0 = off; ~0.05-0.1 when used)
   # optimisation
   c.steps = a.steps
+  # the run's length: steps, else examples, else epochs of the training images (the first > 0
+  # wins; config.steps_from, the rule train's phases use too): pass steps=0 to use the others
+  c.examples = 0
+  c.epochs = 0.0
   c.batch_size = 32               # global, per optimizer step
   c.grad_accum = 1                # micro-batches per step (each batch_size / grad_accum)
   c.learning_rate = 1e-5

@@ -37,6 +37,10 @@ def get_config(arg=None):
   c.init_from_class_name = True   # per_class: start each token at its class name's embedding
   c.templates = []                # [] = DSI style templates (or class templates when per_class)
   c.steps = a.steps
+  # length: steps, else examples, else epochs of the images (config.steps_from; pass steps=0
+  # to use the others)
+  c.examples = 0
+  c.epochs = 0.0
   c.batch_size = 8
   c.optimizer = "adamw"           # adamw | adam | sgd (PyTorch semantics, see invert_state.py)
   c.learning_rate = 5e-3

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from synth_jax import checkpoint_integrity, faults, files, hosts, runs, sharding
+from synth_jax import config as config_lib
 from synth_jax.diffusion import finetune_data, finetune_step, generate_finish, loading
 from synth_jax.errors import ConfigError, TrainingError, WeightsError
 
@@ -44,7 +45,8 @@ def validate(config) -> None:
       "center_crop": Bool(), "flip": Bool(), "encode_batch_size": Int(1, 4096, 16),
       "prompts_path": Path("file"), "caption_dropout": Float(0, 0.99, 0.1),
       "snr_gamma": Float(0, 100, 5.0), "noise_offset": Float(0, 1, 0.05),
-      "steps": Int(1, BIG, 15000), "batch_size": Int(1, 65536, 32), "grad_accum": Int(1, 65536, 1),
+      "steps": Int(0, BIG, 15000), "examples": Int(0, BIG, 0), "epochs": Float(0, 1e6, 0),
+      "batch_size": Int(1, 65536, 32), "grad_accum": Int(1, 65536, 1),
       "learning_rate": Float(0, 1, 1e-5, lo_open=True), "warmup_steps": Int(0, BIG, 0),
       "adam_beta1": Float(0, 0.9999, 0.9), "adam_beta2": Float(0, 0.9999999, 0.999),
       "adam_epsilon": Float(0, 1, 1e-8, lo_open=True), "weight_decay": Float(0, 10, 1e-2),
@@ -61,6 +63,7 @@ def validate(config) -> None:
       "scratch.scheduler.prediction_type": OneOf(("epsilon", "v_prediction"), "epsilon")})
   if config.get("shots") == 0:
     raise checks.bad("shots", 0, "selects nothing; use -1 for all or k >= 1", 10)
+  config_lib.check_duration(config, example="steps=15000")
   if not isinstance(config.get("templates"), (list, tuple)) or not config.templates or not all(
       isinstance(t, str) and t.count("{}") == 1 for t in config.templates):
     raise checks.bad("templates", config.get("templates"),
@@ -178,13 +181,17 @@ def finetune(config) -> str:
   workdir = runs.workdir(config)
   out = os.path.join(workdir, "pipeline")
   finished = os.path.exists(os.path.join(out, "model_index.json"))
-  if finished and _exported_steps(workdir) >= int(config.steps):
+  if finished and int(config.steps) > 0 and _exported_steps(workdir) >= int(config.steps):
     log.info("%s exists: fine-tuning already finished", out)
     return out
   mesh = sharding.make_mesh(config.mesh)
   base = base_model(config, mesh, workdir)
   pipe = loading.load_pipeline(base)
   data = finetune_data.load(config, pipe, mesh, workdir)
+  total = total_steps(config, data)
+  if finished and _exported_steps(workdir) >= total:  # a length in examples or epochs
+    log.info("%s exists: fine-tuning already finished", out)
+    return out
   trainer = finetune_step.Trainer(config, pipe, mesh)
   mngr = checkpoint_integrity.checkpoint_manager(workdir, int(config.keep_checkpoints))
   meta = _meta(config, trainer)
@@ -195,7 +202,6 @@ def finetune(config) -> str:
     log.info("resuming finetune at step %d", start)
   else:
     state = trainer.init_state()
-  total = int(config.steps)
   preview = Preview(config, pipe, data, workdir)
   bar = runs.progress(total=total, initial=start, desc="finetune", unit="step")
   losses = []
@@ -232,6 +238,13 @@ def finetune(config) -> str:
   export(pipe, trained, out)  # written last: its model_index.json marks the run finished
   log.info("wrote %s", out)
   return out
+
+
+def total_steps(config, data) -> int:
+  """The run's length by `config.steps_from`'s rule: steps, else examples, else epochs of the
+  training images (batches are drawn with replacement; an epoch is len(images) examples)."""
+  return config_lib.steps_from(config, examples_per_epoch=len(data.labels),
+                               batch_size=int(config.batch_size))
 
 
 def _exported_steps(workdir: str) -> int:

@@ -44,7 +44,8 @@ def validate(config) -> None:
       "shots": Int(-1, BIG, 10), "max_images": Int(0, BIG, 0), "resolution": Int(8, 4096, 512),
       "init_from_class_name": Bool(),  # center_crop, flip, per_class: below
       "token": Text(True, "'<dataset-style>'", 200), "init_word": Text(True, "photo", 200),
-      "steps": Int(1, BIG, 3000), "batch_size": Int(1, 4096, 8),
+      "steps": Int(0, BIG, 3000), "examples": Int(0, BIG, 0), "epochs": Float(0, 1e6, 0),
+      "batch_size": Int(1, 4096, 8),
       "learning_rate": Float(0, 100, 5e-3, lo_open=True), "weight_decay": Float(0, 10, 1e-2),
       "seed": Int(0, 2**32 - 1, 0),  # optimizer, momentum: invert_state.validate
       "checkpoint_every": Int(1, BIG, 500), "keep_checkpoints": Int(1, 1000, 2),
@@ -62,8 +63,7 @@ def validate(config) -> None:
                      "'a photo in the style of {}'")
   if os.path.isdir(os.path.expanduser(config.dataset)):
     checks.not_inside_input(runs.workdir(config), "dataset", config.dataset)
-  if int(config.steps) < 1:
-    raise ConfigError(f"steps={config.steps} must be >= 1; pass e.g. --config.steps=3000")
+  config_lib.check_duration(config, example="steps=3000")
   if float(config.learning_rate) <= 0:
     raise ConfigError(f"learning_rate={config.learning_rate} must be > 0")
   if int(config.resolution) % 8:
@@ -231,7 +231,9 @@ def invert(config) -> str:
     start = int(mngr.latest_step())
     emb, opt_state = invert_state.restore(mngr, start, emb, opt_state, meta)
     log.info("resuming inversion at step %d", start)
-  total = int(config.steps)
+  # config.steps_from's rule: steps, else examples, else epochs of the training images
+  total = config_lib.steps_from(config, examples_per_epoch=len(data.labels),
+                                batch_size=int(config.batch_size))
   bar = runs.progress(total=total, initial=start, desc="invert", unit="step")
   losses = []
   for step in range(start, total):

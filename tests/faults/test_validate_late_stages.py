@@ -33,6 +33,7 @@ def inputs(tmp_path):
     ("base", "batch_size=12", "batch_size / grad_accum=12 does not divide over 8"),
     ("base", "caption_dropout=1", "config.caption_dropout=1.0 must be <= 0.99"),
     ("base", "prompts_path=MISSING", "config.prompts_path='MISSING' does not exist"),
+    ("base", "steps=0", "no length is set: steps, examples and epochs are all 0"),
     ("scratch", "resolution=18", "config.resolution=18 is not divisible by 4"),
     ("scratch", "scratch.scheduler.prediction_type=sample", "prediction_type='sample' is not one"),
     ("scratch", "workdir=DATA/run", "is inside its own input config.dataset"),
@@ -48,6 +49,33 @@ def test_finetune_bad_value_is_one_line_and_nothing_is_written(inputs, capfd, sp
   assert rc == 2
   assert expected in _line(capfd)
   assert not work.exists() and os.listdir(inputs / "data") == ["cat"]
+
+
+def test_invert_without_a_length_is_one_line_and_nothing_is_written(inputs, capfd):
+  work = inputs / "w"
+  rc = cli.main(["invert", "--config", os.path.join(REPO, "configs", "invert", "base.py") +
+                 f":model={inputs / 'sd'},dataset={inputs / 'data'}", f"--config.workdir={work}",
+                 "--config.steps=0"])
+  assert rc == 2
+  assert "no length is set: steps, examples and epochs are all 0; pass e.g. --config.steps=3000" in (
+      _line(capfd))
+  assert not work.exists()
+
+
+def test_finetune_length_in_epochs_or_examples_follows_steps_from():
+  """finetune and invert count their length as train's phases do (config.steps_from): steps, else
+  examples, else epochs of the training images; the first > 0 wins."""
+  from types import SimpleNamespace
+  import numpy as np
+  from synth_jax import config as config_lib
+  from synth_jax.diffusion import finetune
+  cfg = config_lib.load_config(FINETUNE + ":model=/m,dataset=d", [])
+  data = SimpleNamespace(labels=np.zeros(100))
+  assert finetune.total_steps(cfg, data) == 15000  # the config's steps
+  cfg.steps, cfg.epochs = 0, 2.5
+  assert finetune.total_steps(cfg, data) == round(250 / 32)
+  cfg.examples = 64
+  assert finetune.total_steps(cfg, data) == 2  # examples before epochs
 
 
 def test_refused_generate_on_the_cli_leaves_no_log_folder(tmp_path, capfd):
