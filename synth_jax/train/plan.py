@@ -29,7 +29,6 @@ from synth_jax import planner
 from synth_jax.config import dtype_from
 from synth_jax.errors import ConfigError
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def stage_of(config) -> str:
@@ -89,9 +88,9 @@ def _latent_side(config, cfg) -> int:
 
 def plan_generate(config, batch: int) -> tuple[dict, int]:
   from synth_jax.diffusion import sampler
-  dtype = DTYPES.get(config.get("dtype", "float32"), jnp.float32)
+  dtype = dtype_from(config)
   unet, vae, text, params, cfg = _pipeline(config, dtype)
-  impl = sampler.attention_impl_for(dtype, config.get("attention", "auto"))
+  impl = sampler.attention_impl_for(dtype, config.attention)
   unet, vae = unet.clone(attention_impl=impl), vae.clone(attention_impl=impl)
   h = _latent_side(config, cfg)
   tokens, width = text.max_position_embeddings, unet.config.cross_attention_dim
@@ -104,7 +103,7 @@ def plan_generate(config, batch: int) -> tuple[dict, int]:
                        _sds((2 * batch,), jnp.int32), _sds((2 * batch, tokens, width), dtype)),
       "vae": _compile(lambda p, z: vae.apply({"params": p}, z, method=vae.decode), params["vae"],
                       _sds((batch, h, h, vae.config.latent_channels), dtype))}
-  steps = int(config.get("steps", 25))
+  steps = int(config.steps)
   weight = {"text": 1, "unet": steps, "vae": 1}
   own = {"text": "text_encoder", "unet": "unet", "vae": "vae"}
   total = {k: sum(weight[n] * parts[n][k] for n in parts) for k in ("flops", "bytes_accessed")}
@@ -125,9 +124,9 @@ def plan_finetune(config, batch: int) -> tuple[dict, int]:
   """One optimizer step of the finetune objective (finetune_step.Trainer's loss, AdamW, EMA)."""
   import optax
   from synth_jax.diffusion import finetune_objective as objective
-  dtype = DTYPES.get(config.get("dtype", "float32"), jnp.float32)
+  dtype = dtype_from(config)
   unet, _, text, params, cfg = _pipeline(config, dtype)
-  unet = unet.clone(remat=bool(config.get("remat", False)))
+  unet = unet.clone(remat=bool(config.remat))
   sched = dict(cfg["scheduler"])
   trained = {"unet": jax.tree.map(lambda x: _sds(x.shape, jnp.float32), params["unet"])}
   tx = objective.make_optimizer(config)
@@ -153,7 +152,7 @@ def plan_finetune(config, batch: int) -> tuple[dict, int]:
 def plan_invert(config, batch: int) -> tuple[dict, int]:
   """One DSI step: gradient of the denoising loss w.r.t. the token row through text encoder and
   UNet (invert.Inverter.denoising_loss), frozen weights in config.dtype."""
-  dtype = DTYPES.get(config.get("dtype", "float32"), jnp.float32)
+  dtype = dtype_from(config)
   unet, _, text, params, cfg = _pipeline(config, dtype)
 
   def step(emb, frozen, ids, latents, t):
@@ -182,7 +181,7 @@ def plan_train(config, batch: int) -> tuple[dict, int]:
              else getattr(models, name, None))
   if variant is None:
     raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_*")
-  spec = registry.REGISTRY.get(str(config.get("dataset", "")))
+  spec = registry.REGISTRY.get(str(config.dataset))
   classes = spec.num_classes if spec else 1000  # a dataset folder: the head's width barely counts
   res = int(config.augment.resolution)
   dtype = dtype_from(config, allowed=("float32", "bfloat16"))
@@ -239,7 +238,7 @@ def plan(config, devices: int = 1, chips=tuple(planner.CHIPS), out=sys.stdout) -
   validate(config, stage, devices, chips)
   per_device = max(1, math.ceil(int(config.batch_size) / devices))
   if stage == "finetune":
-    per_device = max(1, per_device // max(1, int(config.get("grad_accum", 1))))
+    per_device = max(1, per_device // max(1, int(config.grad_accum)))
   cost, images = PLANNERS[stage](config, per_device)
   result = {"stage": stage, "devices": devices, "per_device_batch": per_device,
             "flops_per_image": cost["flops"] / images,

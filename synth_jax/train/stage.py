@@ -444,7 +444,7 @@ def _recalibrator(config, phases, model, real, mesh, dtype):
   def fn(params, stats):
     n, dp = _size(real), sharding.data_parallel_size(mesh)
     bs = min(int(config.batch_size), max(dp, n // dp * dp))
-    batches = max(1, min(-(-n // bs), int(config.get("bn_recalibrate_images", 10000)) // bs))
+    batches = max(1, min(-(-n // bs), int(config.bn_recalibrate_images) // bs))
     kw = dict(augment=config.augment.to_dict(), workers=config.workers, phase=len(phases))
     it = iter(pipeline.make_train_dataset(real, bs, int(config.seed), **kw))
     try:

@@ -96,7 +96,7 @@ def model_variant(config, domains=("real",)):
     raise ConfigError(f"config.model={name!r} is unknown; use resnet18..resnet152, vit_s16, "
                       "vit_b16, vit_b32, vit_l16 or resnet:basic:1,1,1,1")
   if len(domains) > 1:  # AuxBN: per-domain statistics, and per-domain affine when asked
-    kw["separate_affine"] = bool(config.get("auxbn_separate_affine", False))
+    kw["separate_affine"] = bool(config.auxbn_separate_affine)
     if isinstance(variant, models.ViTVariant) and not kw["separate_affine"]:
       # LayerNorm has no running statistics: without per-domain affine both domains share every
       # parameter and "auxbn" on a ViT is silently plain 50/50 mixing (paper B is silent here).
