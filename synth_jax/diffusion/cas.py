@@ -40,7 +40,7 @@ def split_arrays(dataset: str, split: str, resolution: int, data_dir: str | None
 def resized(images, resolution: int) -> np.ndarray:
   """Encoded images or uint8 arrays -> uint8 (N, r, r, 3), resized as the finetune trainer does."""
   from synth_jax.diffusion import invert_data
-  return np.stack([np.round((invert_data._image(im, resolution, False) + 1) * 127.5).astype(np.uint8)
+  return np.stack([np.round((invert_data.load_image(im, resolution, False) + 1) * 127.5).astype(np.uint8)
                    for im in images])
 
 

@@ -66,8 +66,8 @@ def build(config, class_names: list[str]) -> loading.StableDiffusion:
   vae = vae_lib.AutoencoderKL.from_config(configs["vae"])
   text_encoder = clip_text.CLIPTextModel.from_config(configs["text_encoder"])
   seed = lambda component: streams.int_seed(int(config.seed), "generator_init", component)  # noqa: E731
-  params = {"unet": tiny._init(unet, "unet", configs["unet"], seed(0)),
-            "vae": tiny._init(vae, "vae", configs["vae"], seed(1)),
+  params = {"unet": tiny.init_component(unet, "unet", configs["unet"], seed(0)),
+            "vae": tiny.init_component(vae, "vae", configs["vae"], seed(1)),
             "text_encoder": text_encoder.init_params(seed(2))}
   model_index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
   return loading.StableDiffusion(
@@ -156,7 +156,7 @@ def prepare(config, mesh, workdir: str) -> str:
   if "scratch" not in config:
     raise ConfigError("init=scratch needs the model sizes in config.scratch; start from "
                       "configs/finetune/digits_scratch.py")
-  images, labels, names = invert_data._read_images(config)
+  images, labels, names = invert_data.read_images(config)
   pipe = build(config, names)
   vae_params, record = train_vae(config, pipe, images, mesh)
   pipe.params["vae"] = vae_params

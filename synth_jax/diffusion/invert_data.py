@@ -67,7 +67,7 @@ def prompt_ids(pipe, config, tokens: list[str], tokenizer=None, max_length=None)
   return ids.reshape(len(tokens), len(templates), -1)
 
 
-def _image(raw, resolution: int, center_crop: bool = True) -> np.ndarray:
+def load_image(raw, resolution: int, center_crop: bool = True) -> np.ndarray:
   """Encoded bytes or an array -> float32 (r, r, 3) in [-1, 1].
 
   center_crop: resize the shorter side to r, then crop the center square (torchvision
@@ -90,7 +90,7 @@ def _image(raw, resolution: int, center_crop: bool = True) -> np.ndarray:
   return np.asarray(im, np.float32) / 127.5 - 1.0
 
 
-def _read_images(config):
+def read_images(config):
   from synth_jax.data import sources
   split = sources.open_split(config.dataset, config.split, data_dir=config.data_dir or None)
   labels = split.labels()
@@ -106,7 +106,7 @@ def _read_images(config):
   for i in idx:
     raw = split.source[int(i)]["image"]
     try:
-      images.append(_image(raw, int(config.resolution), bool(config.center_crop)))
+      images.append(load_image(raw, int(config.resolution), bool(config.center_crop)))
     except Exception as e:  # PIL raises many types for a corrupt file
       raise DataError(f"image {int(i)} of {config.dataset!r} cannot be decoded "
                       f"({type(e).__name__}); remove it or re-import the dataset") from None
@@ -134,7 +134,7 @@ def load(config, pipe, mesh, workdir: str) -> InversionData:
                           f"{_settings(config)}; use a new --config.workdir or delete it")
       return InversionData(z["mean"], z["std"], z["labels"], [str(n) for n in z["class_names"]],
                            _per_class(config))
-  images, labels, names = _read_images(config)
+  images, labels, names = read_images(config)
   views = [images, images[:, :, ::-1]] if config.flip else [images]
   encode = jax.jit(lambda p, x: pipe.vae.apply({"params": p}, x.astype(pipe.dtype),
                                                method=pipe.vae.encode))

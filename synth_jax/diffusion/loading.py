@@ -118,7 +118,7 @@ def read_component_weights(folder: str, component: str, variant: str | None = No
   return state, paths[0] if len(paths) == 1 else f"{folder} ({len(paths)} shards)"
 
 
-def _cast(tree, dtype):
+def cast_params(tree, dtype):
   """Floating leaves to `dtype` (bf16 via ml_dtypes), on the host."""
   dt = np.dtype(jnp.dtype(dtype))
   def cast(x):
@@ -163,7 +163,7 @@ def load_pipeline(path: str, dtype=jnp.float32, variant: str | None = None) -> S
       params[name] = _convert(lib.params_from_diffusers, state, configs[name], source)
     if name == "vae" and not configs["vae"].get("force_upcast", True):
       vae_dtype = dtype
-    params[name] = _cast(params[name], vae_dtype if name == "vae" else dtype)
+    params[name] = cast_params(params[name], vae_dtype if name == "vae" else dtype)
   scheduler_config = _read_json(os.path.join(path, "scheduler", "scheduler_config.json"),
                                 "the scheduler config")
   tokenizer, tokenizer_files = load_tokenizer(os.path.join(path, "tokenizer"))

@@ -201,7 +201,7 @@ def fuse(pipe, path: str, scale: float = 1.0) -> list[str]:
     else:
       module = pipe.text_encoder if component == "text_encoder" else pipe.text_encoder_2
       params = clip_text.params_from_hf(states[component], module)
-    pipe.params[component] = loading._cast(params, dtype)  # noqa: SLF001
+    pipe.params[component] = loading.cast_params(params, dtype)
   return sorted(changed)
 
 

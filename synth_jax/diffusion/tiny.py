@@ -98,7 +98,7 @@ def tiny_configs(sample_size: int = 8, vocab_size: int = 525, eos_token_id: int 
   return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
 
 
-def _init(module, kind: str, config: dict, seed: int) -> dict:
+def init_component(module, kind: str, config: dict, seed: int) -> dict:
   """Random params of our UNet/VAE, on the host."""
   if hasattr(module, "init_params"):
     params = module.init_params(seed)
@@ -127,8 +127,8 @@ def make_tiny_pipeline(path: str, seed: int = 0, sample_size: int = 8,
   vae = vae_lib.AutoencoderKL.from_config(configs["vae"])
   text_encoder = clip_text.CLIPTextModel.from_config(configs["text_encoder"])
   init_seed = lambda component: streams.int_seed(seed, "generator_init", component)  # noqa: E731
-  params = {"unet": _init(unet, "unet", configs["unet"], init_seed(0)),
-            "vae": _init(vae, "vae", configs["vae"], init_seed(1)),
+  params = {"unet": init_component(unet, "unet", configs["unet"], init_seed(0)),
+            "vae": init_component(vae, "vae", configs["vae"], init_seed(1)),
             "text_encoder": text_encoder.init_params(init_seed(2))}
   model_index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
   pipe = loading.StableDiffusion(

@@ -26,7 +26,7 @@ def make_batch_stats_fn(model, dtype=jnp.float32, norm=None):
   from synth_jax.train import steps as steps_lib
 
   def fn(params, batch_stats, batch):
-    images = steps_lib._images(batch, dtype, norm)
+    images = steps_lib.batch_images(batch, dtype, norm)
 
     def run(fill):
       start = jax.tree.map(lambda v: jnp.full_like(v, fill), batch_stats)

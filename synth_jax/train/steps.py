@@ -20,7 +20,7 @@ from synth_jax.data import mixup as mixup_lib
 from synth_jax.train.state import TrainState
 
 
-def _images(batch, dtype, norm=None):
+def batch_images(batch, dtype, norm=None):
   """`norm`: (mean, std) of the weights (models.input_norm) or None for ImageNet's."""
   images = batch["image"]
   if images.dtype == jnp.uint8:  # pipeline ran with augment uint8=True: normalize on device
@@ -48,7 +48,7 @@ def make_train_step(model, tx, num_classes: int, *, mixup_alpha: float = 0.0,
   """
   def step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    images = _images(batch, dtype, norm)
+    images = batch_images(batch, dtype, norm)
     labels = batch["label"]
     route = batch["domain"] if isinstance(domain, str) and domain == "batch" else domain
     if mixup_alpha > 0 or cutmix_alpha > 0:
@@ -92,7 +92,7 @@ def make_eval_step(model, num_classes: int, dtype=jnp.float32, domain: Any = Non
 
   def step(params, batch_stats, batch):
     logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
-                            _images(batch, dtype, norm), train=False, domain=domain)
+                            batch_images(batch, dtype, norm), train=False, domain=domain)
     labels = batch["label"]
     if class_mask is not None:
       logits = jnp.where(jnp.asarray(class_mask), logits, -jnp.inf)

@@ -89,7 +89,7 @@ def test_crop_options_match_torchvision(size):
          False: transforms.Resize((r, r), bicubic)(im)}
   out = {}
   for crop in (True, False):
-    out[crop] = invert_data._image(buf.getvalue(), r, center_crop=crop)
+    out[crop] = invert_data.load_image(buf.getvalue(), r, center_crop=crop)
     want = np.asarray(ref[crop], np.float32) / 127.5 - 1.0
     assert out[crop].shape == (r, r, 3)
     np.testing.assert_array_equal(out[crop], want)

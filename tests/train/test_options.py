@@ -25,7 +25,7 @@ def _first_step_reference(cfg):
   batch = next(it)
   stage._close(it)
   model, params, stats = state_lib.build_model(cfg, 10, ("real",))
-  images = steps_lib._images(batch, np.float32)  # the trainer's on-device normalisation
+  images = steps_lib.batch_images(batch, np.float32)  # the trainer's on-device normalisation
 
   def logits_fn(p):
     return model.apply({"params": p, "batch_stats": stats}, images, train=True,
