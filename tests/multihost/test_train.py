@@ -6,7 +6,9 @@ both; only the cross-device reductions differ (XLA's in-process all-reduce vs gl
 processes sum in another order). Step 1's loss and gradient norm agree to ~1e-7 relative; each
 later step amplifies that rounding (BatchNorm over 8-row per-domain batches at 16 px, lr 0.05, a
 loss that still jumps), so after the few steps run here weights agree to |diff| <= 2e-3 (measured:
-1.1e-3 for auxbn x2) and every step's logged loss to 1e-4 relative. Evaluation may flip a
+1.1e-3 for auxbn x2) and every step's logged loss to 1e-4 relative. That drift is the 4-device
+one-process reference's, not the processes': auxbn as 2x2, 4x1 processes x devices and one
+process on 2 or 1 devices all agree within 1.2e-5 (2026-12-08). Evaluation may flip a
 borderline example: top-1/top-5 within 2 examples.
 """
 import json
@@ -55,7 +57,8 @@ def final_state(workdir):
                 **{f"stats/{k}": v for k, v in weights.flatten(tree["batch_stats"]).items()}}
 
 
-def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-3):
+def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=ATOL, loss_rel=1e-3,
+                 flips=2):
   """Asserts the two run directories agree; returns the largest |difference| of any weight."""
   step, got = final_state(multi)
   ref_step, want = final_state(single)
@@ -74,7 +77,7 @@ def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=A
   assert res[0]["device_count"] == res[1]["device_count"] == GLOBAL_DEVICES
   assert res[0]["steps"] == res[1]["steps"]
   for k in ("top1", "top5"):
-    assert res[0][k] == pytest.approx(res[1][k], abs=2 / 359 + 1e-9), k  # 359 digits test images
+    assert res[0][k] == pytest.approx(res[1][k], abs=flips / 359 + 1e-9), k  # 359 test digits
   assert [{k: v for k, v in r.items() if k not in ("top1", "top5", "mean_per_class")}
           for r in res[0]["phases"]] == [
               {k: v for k, v in r.items() if k not in ("top1", "top5", "mean_per_class")}
@@ -88,31 +91,30 @@ def compare_runs(multi, single, processes, log_dir=None, ref_processes=1, atol=A
   return worst
 
 
-def run_both(tmp_path, data, method, processes, **kw):
+def run_both(tmp_path, data, method, processes, atol=ATOL, flips=2, **kw):
   real, syn = data
   multi, single = str(tmp_path / f"p{processes}"), str(tmp_path / "p1")
   out = harness.run(train_args(multi, real, syn, method, **kw), processes,
                     GLOBAL_DEVICES // processes)
   harness.run(train_args(single, real, syn, method, **kw), 1, GLOBAL_DEVICES)
   assert "resuming" not in out[0].stderr and out[1].stderr.count("phase 0") == 0  # p1 is silent
-  worst = compare_runs(multi, single, processes)
+  worst = compare_runs(multi, single, processes, atol=atol, flips=flips)
   print(f"{method} x{processes}: largest weight difference {worst:.3g}")
   return worst
 
 
 # Mixup pairs rows of the global batch; host p feeds rows p::N of the one-process order, stacked
 # host after host, and the train step pairs rows in the one-process order (data/mixup.host_order,
-# tests/data/test_augment.py), so N hosts mix the same pairs. Measured on this harness (2026-12-08,
-# bridged++, 2 x 2 devices vs 1 x 4): the mixed batch the model sees is bitwise equal in the
-# one-process order (lam, partners, images, targets), step 1's loss agrees to 1e-7, and every
-# gradient leaf behind the first block agrees to 3e-7 -- but the four leaves in front of the
-# ResNet stem's max-pool (conv1, bn1, layer1_0/conv1, layer1_0/bn1) differ by up to 1.3e-3
-# relative, and the weights after 4 steps by 0.15. With the stem's max-pool swapped for an
-# average pool, the same runs agree to 1.6e-7 on every step; with Mixup off they agree as well.
-# So the residual is in how the max-pool's gradient is routed under the multi-process program
-# (not reproduced by ulp perturbations in one process), not in the Mixup pairing; it is not
-# fixed, so bridged++ is compared here with phase 1's Mixup off (issue 18's note).
+# tests/data/test_augment.py), so N hosts mix the same pairs: the mixed batch the model sees was
+# measured bitwise equal to one process's (2026-12-08). Mixup on a ResNet (max-pool stem) makes the
+# runs' rounding grow faster than without it: the one-process reference on 4 devices is the outlier
+# (weights after 2+1 bridged++ steps: 2x2 processes vs 1x2, 1x1 devices 2e-6; any of them vs 1x4
+# 0.038; auxbn 2+2 steps: 2x2, 4x1, 1x2, 1x1 within 1.2e-5 of each other, all 1.1e-3 from 1x4). So
+# the 2+2-step comparisons run with phase 1's Mixup off, and Mixup itself is compared on 1+1 steps
+# (test_mixup_across_processes_pairs_like_one_process), where the reference's drift is 3.5e-3 and
+# a pairing bug (host_order off) moves the weights by 0.43 and step 1's loss by 4%.
 NO_MIXUP = {"phase1.mixup_alpha": 0.0}
+MIXUP_ATOL = 1e-2  # measured 3.5e-3 (2 processes); a pairing bug: 0.43
 
 
 @pytest.mark.parametrize("method", ["auxbn", pytest.param("vanilla", marks=pytest.mark.slow),
@@ -125,6 +127,16 @@ def test_two_processes_train_like_one(tmp_path, data, method):
 @pytest.mark.parametrize("method", ["vanilla", "bridged++", "auxbn"])
 def test_four_processes_train_like_one(tmp_path, data, method):
   run_both(tmp_path, data, method, 4, **(NO_MIXUP if method == "bridged++" else {}))
+
+
+@pytest.mark.parametrize("processes", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_mixup_across_processes_pairs_like_one_process(tmp_path, data, processes):
+  """bridged++ with phase 1's Mixup on (alpha 0.2): one Mixup step, one real step."""
+  # After 2 steps the model is near chance and many test digits are borderline: top-1 moved by 6
+  # of 359 between the runs (measured); the weights are the check here.
+  worst = run_both(tmp_path, data, "bridged++", processes, steps1=1, steps2=1, atol=MIXUP_ATOL,
+                   flips=12)
+  assert worst > 0  # the weights moved and were compared, not skipped
 
 
 @pytest.mark.slow
