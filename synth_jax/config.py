@@ -202,6 +202,19 @@ def save_config(config: ConfigDict, run_dir: str, **extra) -> str:
   return path
 
 
+DURATION_UNITS = ("steps", "examples", "epochs")  # in precedence order
+
+
+def _duration(config: ConfigDict, prefix: str):
+  """(key of each unit, the first (unit, value) set > 0 or None): the rule both helpers share."""
+  keys = {u: f"{prefix}_{u}" if prefix else u for u in DURATION_UNITS}
+  for unit in DURATION_UNITS:
+    value = config.get(keys[unit])
+    if value is not None and value > 0:
+      return keys, (unit, value)
+  return keys, None
+
+
 def steps_from(config: ConfigDict, prefix: str = "", *, examples_per_epoch: int | None,
                batch_size: int, what: str | None = None) -> int:
   """A duration in any unit -> steps (big_vision's `utils.steps`), the one rule every stage uses.
@@ -210,26 +223,24 @@ def steps_from(config: ConfigDict, prefix: str = "", *, examples_per_epoch: int 
   set and > 0 wins, in that order, so `--config.phase2.steps=500` overrides a config's default
   epochs without unsetting them. Examples and epochs round to the nearest step (at least 1).
   """
-  key = (lambda u: f"{prefix}_{u}") if prefix else (lambda u: u)  # noqa: E731
-  for unit in ("steps", "examples", "epochs"):
-    value = config.get(key(unit))
-    if value is None or value <= 0:
-      continue
-    if unit == "steps":
-      return int(value)
-    if unit == "epochs" and examples_per_epoch is None:
-      raise ConfigError(f"{key('epochs')} needs the dataset size; use {key('steps')} instead")
-    examples = value if unit == "examples" else value * examples_per_epoch
-    return max(1, int(round(examples / batch_size)))
-  what = what or f"{key('steps')}, {key('examples')} or {key('epochs')}"
-  raise ConfigError(f"no length is set for {what}; set one of them > 0")
+  key, found = _duration(config, prefix)
+  if found is None:
+    what = what or f"{key['steps']}, {key['examples']} or {key['epochs']}"
+    raise ConfigError(f"no length is set for {what}; set one of them > 0")
+  unit, value = found
+  if unit == "steps":
+    return int(value)
+  if unit == "epochs" and examples_per_epoch is None:
+    raise ConfigError(f"{key['epochs']} needs the dataset size; use {key['steps']} instead")
+  examples = value if unit == "examples" else value * examples_per_epoch
+  return max(1, int(round(examples / batch_size)))
 
 
 def check_duration(config: ConfigDict, prefix: str = "", example: str = "steps=1000") -> None:
   """Before any data is read: `steps_from` will find a length (one of steps/examples/epochs > 0)."""
-  key = (lambda u: f"{prefix}_{u}") if prefix else (lambda u: u)  # noqa: E731
-  if not any((config.get(key(u)) or 0) > 0 for u in ("steps", "examples", "epochs")):
-    raise ConfigError(f"no length is set: {key('steps')}, {key('examples')} and {key('epochs')} "
+  key, found = _duration(config, prefix)
+  if found is None:
+    raise ConfigError(f"no length is set: {key['steps']}, {key['examples']} and {key['epochs']} "
                       f"are all 0; pass e.g. --config.{example}")
 
 

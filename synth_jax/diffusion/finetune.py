@@ -283,7 +283,6 @@ class Preview:
   def __call__(self, trained: dict, name: str) -> None:
     if self.n <= 0 or jax.process_index() != 0:
       return
-    from PIL import Image
     from synth_jax.diffusion import sampler as sampler_lib
     params = {**self.pipe.params, **trained}
     if self.sampler is None:  # compiled once; later sheets only swap the weights

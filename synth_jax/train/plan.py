@@ -30,7 +30,6 @@ from synth_jax.config import dtype_from
 from synth_jax.errors import ConfigError
 
 
-
 def stage_of(config) -> str:
   """Which stage a config belongs to, from keys only that stage's configs have."""
   keys = set(config.keys())

@@ -244,6 +244,7 @@ def resume_point(mngr) -> ResumePoint:
 def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, records: list):
   """Trains phase i from `params`/`stats` (or from `resume`'s checkpoint); returns its state."""
   config, phase = t.config, t.phases[i]
+  batch_size = t.batches[i] if t.batches else config.batch_size
   tx = state_lib.make_optimizer(config, config[phase.config_key], t.counts[i])
   state_sh = state_lib.state_shardings(params, stats, tx, t.shardings, t.mesh)
   state = state_lib.TrainState.create(params, stats, tx, state_sh)  # these weights, fresh optimizer
@@ -258,7 +259,7 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
       state = state.replace(params=jax.device_put(head, t.shardings))
     run = loop.PhaseRun(
         index=i, name=phase.data, steps=t.counts[i], offset=t.offsets[i],
-        batch_size=t.batches[i] if t.batches else config.batch_size,
+        batch_size=batch_size,
         train_step=steps_lib.make_train_step(
             t.model, tx, t.num_classes, mixup_alpha=phase.mixup_alpha,
             cutmix_alpha=float(config[phase.config_key].cutmix_alpha),
@@ -267,7 +268,7 @@ def run_phase(t: Trainer, i: int, params, stats, resume: ResumePoint | None, rec
             # not by position: on several hosts the global batch interleaves hosts' halves.
             domain="batch" if phase.data == "paired" else None,
             state_shardings=state_sh, metrics_sharding=sharding.replicated(t.mesh),
-            host_order=_host_order(config, phase, t.batches[i] if t.batches else config.batch_size)),
+            host_order=_host_order(config, phase, batch_size)),
         rng=streams.key(config.seed, "train_step", i),
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         eval_every=config.eval_every, history=list(records),
